@@ -1,0 +1,83 @@
+//! `bastionctl`: the command-line client of bastiond.
+//!
+//! Module map:
+//! - `cli`        : the clap command tree (flags, subcommands, value parsers)
+//! - `daemon`     : reaching the daemon (socket, version check, gRPC errors)
+//! - `output`     : table and JSON rendering shared by the commands
+//! - `forward`    : `forward add|list|remove`
+//! - `watch`      : `forward watch`
+//! - `status`     : `status` and `reload`
+//! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand)
+//! - `ssh_config` : `ssh-config`, a ready `Host` block for ~/.ssh/config
+//! - `service`    : `service install|uninstall|status` (systemd user unit)
+//! - `docs`       : `completions` and `man`
+//!
+//! Every failure ends as one line `bastionctl: <reason>` on stderr and a
+//! non-zero exit status; the daemon never learns about our exit code.
+
+mod cli;
+mod connect;
+mod daemon;
+mod docs;
+mod forward;
+mod output;
+mod service;
+mod ssh_config;
+mod status;
+mod watch;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ForwardCommand};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return cli::report_usage_error(err),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    let result = runtime.block_on(run(cli));
+    // `connect` may leave a blocking stdin read behind that cannot be
+    // cancelled; don't wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Forward { command } => match command {
+            ForwardCommand::Add(args) => forward::add(socket, args).await,
+            ForwardCommand::List { json } => forward::list(socket, json).await,
+            ForwardCommand::Remove { selector } => forward::remove(socket, &selector).await,
+            ForwardCommand::Watch { json } => watch::run(socket, json).await,
+        },
+        Command::Status { json } => status::status(socket, json).await,
+        Command::Reload => status::reload(socket).await,
+        Command::Connect(args) => connect::run(socket, args).await,
+        Command::SshConfig(args) => ssh_config::run(socket, &args),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
+        Command::Service { command } => service::run(command),
+    }
+}
+
+/// Prints the one-line reason and picks the exit status.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let _ = std::io::stdout().flush();
+    eprintln!("bastionctl: {}", output::one_line(&format!("{err:#}")));
+    ExitCode::FAILURE
+}

@@ -1,0 +1,71 @@
+//! A gRPC client for the control socket, shared by `bastionctl` and the tests.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bastion_proto::v1::control_client::ControlClient;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why the control socket could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "bastiond is not running (no daemon at {}). Start it with `systemctl --user start bastiond` or run `bastiond` in a terminal",
+        socket.display()
+    )]
+    NotRunning { socket: PathBuf },
+    #[error("cannot connect to bastiond at {}: {source}", socket.display())]
+    Io { socket: PathBuf, source: io::Error },
+    #[error("cannot talk to bastiond at {}: {source}", socket.display())]
+    Transport {
+        socket: PathBuf,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Connects to the daemon listening on `socket`.
+pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientError> {
+    // Probe first so "nothing there" becomes a clear NotRunning instead of a
+    // transport error buried in tonic's error chain.
+    if let Err(source) = UnixStream::connect(socket).await {
+        return Err(match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+                socket: socket.to_path_buf(),
+            },
+            _ => ClientError::Io {
+                socket: socket.to_path_buf(),
+                source,
+            },
+        });
+    }
+    let path = socket.to_path_buf();
+    // The URI is a placeholder: every connection goes through the connector.
+    let endpoint = Endpoint::from_static("http://[::]:50051");
+    let channel = endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|source| ClientError::Transport {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    Ok(ControlClient::new(channel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_socket_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("none.sock");
+        let err = connect(&socket).await.unwrap_err();
+        assert!(matches!(err, ClientError::NotRunning { .. }));
+        assert!(err.to_string().contains("systemctl --user start bastiond"));
+    }
+}
