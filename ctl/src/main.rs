@@ -44,7 +44,9 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(err) => return fail(&anyhow::Error::new(err).context("cannot start the async runtime")),
+        Err(err) => {
+            return fail(&anyhow::Error::new(err).context("cannot start the async runtime"));
+        }
     };
     let result = runtime.block_on(run(cli));
     // `connect` may leave a blocking stdin read behind that cannot be

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bastion_proto::v1::control_client::ControlClient;
 use hyper_util::rt::TokioIo;
@@ -27,10 +28,12 @@ pub enum ClientError {
 
 /// Connects to the daemon listening on `socket`.
 pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientError> {
-    // Probe first so "nothing there" becomes a clear NotRunning instead of a
-    // transport error buried in tonic's error chain.
-    if let Err(source) = UnixStream::connect(socket).await {
-        return Err(match source.kind() {
+    // Connect here rather than in the connector so "nothing there" becomes a
+    // clear NotRunning instead of a transport error buried in tonic's chain;
+    // the connector hands this first stream to tonic and dials later ones.
+    let first = UnixStream::connect(socket)
+        .await
+        .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
                 socket: socket.to_path_buf(),
             },
@@ -38,15 +41,22 @@ pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientErro
                 socket: socket.to_path_buf(),
                 source,
             },
-        });
-    }
+        })?;
+    let first = Arc::new(Mutex::new(Some(first)));
     let path = socket.to_path_buf();
     // The URI is a placeholder: every connection goes through the connector.
     let endpoint = Endpoint::from_static("http://[::]:50051");
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            let first = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            async move {
+                let stream = match first {
+                    Some(stream) => stream,
+                    None => UnixStream::connect(path).await?,
+                };
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
         }))
         .await
         .map_err(|source| ClientError::Transport {

@@ -146,24 +146,51 @@ fn is_vm_resource_id(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const VM: &str = "/subscriptions/0000/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm1";
+    const VM: &str =
+        "/subscriptions/0000/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm1";
 
     #[test]
     fn parses_ipv4_ipv6_and_vm() {
-        assert_eq!(parse_target("10.1.0.4:22").unwrap(), ("10.1.0.4".into(), 22));
-        assert_eq!(parse_target("[fd00::4]:22").unwrap(), ("fd00::4".into(), 22));
-        assert_eq!(parse_target(&format!("{VM}:3389")).unwrap(), (VM.into(), 3389));
+        assert_eq!(
+            parse_target("10.1.0.4:22").unwrap(),
+            ("10.1.0.4".into(), 22)
+        );
+        assert_eq!(
+            parse_target("[fd00::4]:22").unwrap(),
+            ("fd00::4".into(), 22)
+        );
+        assert_eq!(
+            parse_target(&format!("{VM}:3389")).unwrap(),
+            (VM.into(), 3389)
+        );
     }
 
     #[test]
     fn refuses_bad_targets() {
-        assert!(matches!(parse_target("10.1.0.4"), Err(TargetError::MissingPort(_))));
-        assert!(matches!(parse_target("fd00::4:22"), Err(TargetError::MissingPort(_))));
-        assert!(matches!(parse_target("10.1.0.4:0"), Err(TargetError::BadPort(_))));
-        assert!(matches!(parse_target("10.1.0.4:70000"), Err(TargetError::BadPort(_))));
-        assert!(matches!(parse_target("myvm:22"), Err(TargetError::BadHost(_))));
         assert!(matches!(
-            parse_target("/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/bastionHosts/b:22"),
+            parse_target("10.1.0.4"),
+            Err(TargetError::MissingPort(_))
+        ));
+        assert!(matches!(
+            parse_target("fd00::4:22"),
+            Err(TargetError::MissingPort(_))
+        ));
+        assert!(matches!(
+            parse_target("10.1.0.4:0"),
+            Err(TargetError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse_target("10.1.0.4:70000"),
+            Err(TargetError::BadPort(_))
+        ));
+        assert!(matches!(
+            parse_target("myvm:22"),
+            Err(TargetError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_target(
+                "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/bastionHosts/b:22"
+            ),
             Err(TargetError::BadHost(_))
         ));
     }

@@ -1,0 +1,286 @@
+//! The command tree. Values users type (targets, ports) are validated here,
+//! before anything talks to the daemon, so mistakes get a precise message.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
+
+use crate::output;
+
+const EXAMPLES: &str = "Examples:
+  bastionctl forward add 10.1.0.4:22 2222 --name dev-ssh   # then: ssh -p 2222 me@127.0.0.1
+  bastionctl forward list
+  bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
+  bastionctl service install                                  # run bastiond under systemd --user";
+
+/// Drive bastiond, the per-user daemon that keeps Azure Bastion tunnels to
+/// private IPs open.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bastionctl",
+    version,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// Control socket of the daemon [default: $BASTIOND_SOCKET, else
+    /// $XDG_RUNTIME_DIR/bastiond/bastiond.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Local ports forwarded to private targets.
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+    },
+    /// The daemon's health: credential, token, bastions, forwards.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the settings file and print what changed.
+    Reload,
+    /// Connect stdin/stdout to a target (for ssh `ProxyCommand`).
+    Connect(ConnectArgs),
+    /// Print a `Host` block for ~/.ssh/config that uses `bastionctl connect`.
+    SshConfig(SshConfigArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+    /// Print the manual page (roff) to stdout.
+    Man,
+    /// Run bastiond as a systemd user service.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Forward a local port to TARGET through a Bastion; kept across restarts.
+    Add(AddArgs),
+    /// List forwards with their state and counters.
+    List {
+        /// Print a JSON array (stable field names).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a forward, closing its listener and connections.
+    Remove {
+        /// The forward's name, id or local port.
+        selector: String,
+    },
+    /// Stream forward and connection events until interrupted.
+    Watch {
+        /// Print one JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Where to go: `10.1.0.4:22`, `[fd00::4]:22`, or `<VM resource id>:22`.
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    /// Local port to listen on (1-65535).
+    #[arg(value_parser = parse_local_port)]
+    pub local_port: u16,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+    /// Name of the forward [default: derived from the target].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Local address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Print the new forward as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Where to go: `10.1.0.4:22` (ssh passes `%h:%p`).
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// ssh `Host` patterns the block applies to.
+    #[arg(
+        long = "host",
+        alias = "host-pattern",
+        value_name = "PATTERN",
+        default_value = "10.*"
+    )]
+    pub host: String,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the user unit, reload systemd, enable and start bastiond.
+    Install {
+        /// Print the unit and the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop and disable bastiond, remove the user unit.
+    Uninstall {
+        /// Print the commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show systemd's view of the service.
+    Status {
+        /// Print the command instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A validated target, as the daemon's own parser reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl From<Target> for bastion_proto::v1::Target {
+    fn from(target: Target) -> Self {
+        Self {
+            host: target.host,
+            port: u32::from(target.port),
+        }
+    }
+}
+
+fn parse_target(text: &str) -> Result<Target, String> {
+    bastiond::target::parse_target(text)
+        .map(|(host, port)| Target { host, port })
+        .map_err(|err| err.to_string())
+}
+
+fn parse_local_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!(
+            "local port must be a number from 1 to 65535, not {text:?}"
+        )),
+    }
+}
+
+/// Help and version go to stdout as usual; a usage mistake becomes the same
+/// one-line `bastionctl: …` as every other error (exit status 2, as clap).
+pub fn report_usage_error(err: clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let message = usage_message(&rendered);
+            eprintln!("bastionctl: {message} (see `bastionctl --help`)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The first paragraph of clap's rendering, without its `error:` prefix.
+fn usage_message(rendered: &str) -> String {
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = paragraph.join(" ");
+    output::one_line(joined.strip_prefix("error: ").unwrap_or(&joined))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn local_port_bounds() {
+        assert_eq!(parse_local_port("2222"), Ok(2222));
+        assert_eq!(parse_local_port("65535"), Ok(65535));
+        for bad in ["0", "65536", "-1", "ssh", ""] {
+            let err = parse_local_port(bad).unwrap_err();
+            assert!(err.contains("1 to 65535"), "{err}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_become_one_line() {
+        let err =
+            Cli::try_parse_from(["bastionctl", "forward", "add", "10.1.0.4:22", "0"]).unwrap_err();
+        let message = usage_message(&err.render().to_string());
+        assert!(!message.contains('\n'));
+        assert!(message.starts_with("invalid value '0'"), "{message}");
+        assert!(message.contains("1 to 65535"), "{message}");
+
+        let err = Cli::try_parse_from(["bastionctl", "forward", "add"]).unwrap_err();
+        let message = usage_message(&err.render().to_string());
+        assert!(message.contains("<TARGET>"), "{message}");
+    }
+
+    #[test]
+    fn forward_add_parses() {
+        let cli = Cli::try_parse_from([
+            "bastionctl",
+            "forward",
+            "add",
+            "10.1.0.4:22",
+            "2222",
+            "--name",
+            "dev-ssh",
+        ])
+        .unwrap();
+        let Command::Forward {
+            command: ForwardCommand::Add(args),
+        } = cli.command
+        else {
+            panic!("not forward add");
+        };
+        assert_eq!(
+            args.target,
+            Target {
+                host: "10.1.0.4".into(),
+                port: 22
+            }
+        );
+        assert_eq!(args.local_port, 2222);
+        assert_eq!(args.name.as_deref(), Some("dev-ssh"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Reaching the daemon: which socket, the version check, and turning gRPC
+//! statuses into the daemon's own words.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bastion_proto::v1::control_client::ControlClient;
+use bastion_proto::v1::{StatusRequest, StatusResponse};
+use tonic::transport::Channel;
+
+pub type Client = ControlClient<Channel>;
+
+/// Our version; the daemon reports its own in `Status.version`.
+pub const CTL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The control socket: `--socket`, else the daemon's default resolution
+/// (BASTIOND_SOCKET, then XDG_RUNTIME_DIR), so both binaries always agree.
+pub fn socket_path(socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match socket {
+        Some(socket) => Ok(socket),
+        None => Ok(bastiond::paths::Paths::resolve()
+            .context("cannot locate the daemon's control socket")?
+            .socket),
+    }
+}
+
+/// Connects without the version check (used by `connect`, where every
+/// round trip adds to ssh's connection setup).
+pub async fn connect(socket: Option<PathBuf>) -> anyhow::Result<Client> {
+    let socket = socket_path(socket)?;
+    Ok(bastiond::client::connect(&socket).await?)
+}
+
+/// Connects and warns on stderr when the daemon runs another version.
+pub async fn connect_checked(socket: Option<PathBuf>) -> anyhow::Result<Client> {
+    let mut client = connect(socket).await?;
+    status(&mut client).await?;
+    Ok(client)
+}
+
+/// Fetches the daemon's status, checking its version on the way.
+pub async fn status(client: &mut Client) -> anyhow::Result<StatusResponse> {
+    let status = client
+        .status(StatusRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if let Some(warning) = version_warning(&status.version) {
+        eprintln!("bastionctl: warning: {warning}");
+    }
+    Ok(status)
+}
+
+fn version_warning(daemon_version: &str) -> Option<String> {
+    (daemon_version != CTL_VERSION).then(|| {
+        format!(
+            "bastiond is version {daemon_version} but bastionctl is {CTL_VERSION}; \
+             restart the daemon (`systemctl --user restart bastiond`) to run the same version"
+        )
+    })
+}
+
+/// The daemon writes messages meant for people; show exactly those, not
+/// tonic's debug dump of code, metadata and source.
+pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
+    let message = status.message().trim();
+    if message.is_empty() {
+        anyhow::anyhow!("the daemon answered: {}", status.code().description())
+    } else {
+        anyhow::anyhow!("{message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_version_is_quiet() {
+        assert_eq!(version_warning(CTL_VERSION), None);
+        let warning = version_warning("0.0.1-old").unwrap();
+        assert!(warning.contains("0.0.1-old") && warning.contains("restart"));
+    }
+
+    #[test]
+    fn rpc_errors_keep_the_daemons_words() {
+        let err = rpc_error(tonic::Status::already_exists(
+            "port 2222 is taken by forward dev-ssh",
+        ));
+        assert_eq!(err.to_string(), "port 2222 is taken by forward dev-ssh");
+        let err = rpc_error(tonic::Status::unavailable(""));
+        assert!(err.to_string().contains("unavailable"), "{err}");
+    }
+}

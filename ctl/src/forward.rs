@@ -1,0 +1,172 @@
+//! `forward add|list|remove`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bastion_proto::v1::{AddForwardRequest, Forward, ListForwardsRequest, RemoveForwardRequest};
+
+use crate::cli::AddArgs;
+use crate::daemon::{self, rpc_error};
+use crate::output::{self, ForwardJson};
+use crate::output::{out, outln};
+
+pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
+    let mut client = daemon::connect_checked(socket).await?;
+    let request = AddForwardRequest {
+        target: Some(args.target.into()),
+        local_port: u32::from(args.local_port),
+        bind_address: args.bind.unwrap_or_default(),
+        bastion: args.bastion.unwrap_or_default(),
+        name: args.name.unwrap_or_default(),
+    };
+    let forward = client
+        .add_forward(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .forward
+        .context("the daemon's answer carries no forward")?;
+    if args.json {
+        print_json(&ForwardJson::from(&forward))?;
+    } else {
+        outln!(
+            "Forwarding {} → {} via {} (name {}, id {})",
+            output::local_text(&forward.bind_address, forward.local_port),
+            output::target_text(forward.target.as_ref()),
+            forward.bastion,
+            forward.name,
+            forward.id
+        )?;
+    }
+    Ok(())
+}
+
+pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let mut client = daemon::connect_checked(socket).await?;
+    let forwards = client
+        .list_forwards(ListForwardsRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .forwards;
+    if json {
+        let forwards: Vec<ForwardJson> = forwards.iter().map(ForwardJson::from).collect();
+        print_json(&forwards)?;
+    } else if forwards.is_empty() {
+        outln!("No forwards. Add one with `bastionctl forward add TARGET LOCAL_PORT`.")?;
+    } else {
+        out!("{}", render_list(&forwards))?;
+    }
+    Ok(())
+}
+
+pub async fn remove(socket: Option<PathBuf>, selector: &str) -> anyhow::Result<()> {
+    let mut client = daemon::connect_checked(socket).await?;
+    let request = RemoveForwardRequest {
+        selector: selector.to_owned(),
+    };
+    let removed = client
+        .remove_forward(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .forward;
+    match removed {
+        Some(forward) => outln!(
+            "Removed forward {} ({} → {})",
+            forward.name,
+            output::local_text(&forward.bind_address, forward.local_port),
+            output::target_text(forward.target.as_ref())
+        ),
+        None => outln!("Removed forward {selector}"),
+    }
+}
+
+/// Pretty JSON on stdout: arrays and objects read well in a terminal and
+/// parse the same in scripts.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(value)?)
+}
+
+fn render_list(forwards: &[Forward]) -> String {
+    let rows: Vec<Vec<String>> = forwards
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                output::local_text(&f.bind_address, f.local_port),
+                output::target_text(f.target.as_ref()),
+                f.bastion.clone(),
+                output::state_name(f.state).to_owned(),
+                format!("{}/{}", f.active_connections, f.total_connections),
+                output::human_bytes(f.bytes_up),
+                output::human_bytes(f.bytes_down),
+                output::one_line(&f.last_error),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME",
+            "LOCAL",
+            "TARGET",
+            "BASTION",
+            "STATE",
+            "CONNS",
+            "UP",
+            "DOWN",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bastion_proto::v1::{ForwardState, Target};
+
+    #[test]
+    fn list_renders_a_row_per_forward() {
+        let forward = Forward {
+            id: "f1".into(),
+            name: "dev-ssh".into(),
+            bastion: "hub".into(),
+            target: Some(Target {
+                host: "10.1.0.4".into(),
+                port: 22,
+            }),
+            bind_address: "127.0.0.1".into(),
+            local_port: 2222,
+            state: ForwardState::Error as i32,
+            active_connections: 2,
+            total_connections: 7,
+            bytes_up: 2048,
+            bytes_down: 5,
+            last_error: "Target is not reachable\nfrom this Bastion.".into(),
+            created_at_ms: 0,
+            last_error_at_ms: 0,
+        };
+        let rendered = render_list(&[forward]);
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME"));
+        for expected in [
+            "dev-ssh",
+            "127.0.0.1:2222",
+            "10.1.0.4:22",
+            "hub",
+            "error",
+            "2/7",
+            "2.0 KiB",
+            "5 B",
+            "Target is not reachable; from this Bastion.",
+        ] {
+            assert!(
+                lines[1].contains(expected),
+                "{expected} missing in {}",
+                lines[1]
+            );
+        }
+    }
+}

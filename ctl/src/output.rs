@@ -1,0 +1,249 @@
+//! Rendering shared by the commands: the stable JSON shape of a forward,
+//! aligned tables, and human-readable sizes and durations.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use bastion_proto::v1::{Forward, ForwardState, Target};
+use serde::Serialize;
+
+/// `print!` that reports a closed stdout (`bastionctl forward list | head -1`)
+/// as an error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
+}
+/// `println!`, likewise.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+pub(crate) use {out, outln};
+
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::io::stdout()
+        .lock()
+        .write_fmt(args)
+        .context("cannot write to stdout")
+}
+
+/// A forward as `forward list --json` and `forward add --json` print it.
+/// Scripts depend on these names: only ever add fields.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ForwardJson {
+    pub id: String,
+    pub name: String,
+    pub bastion: String,
+    pub target: String,
+    pub local: String,
+    pub state: &'static str,
+    pub active_connections: u64,
+    pub total_connections: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+}
+
+impl From<&Forward> for ForwardJson {
+    fn from(forward: &Forward) -> Self {
+        Self {
+            id: forward.id.clone(),
+            name: forward.name.clone(),
+            bastion: forward.bastion.clone(),
+            target: target_text(forward.target.as_ref()),
+            local: local_text(&forward.bind_address, forward.local_port),
+            state: state_name(forward.state),
+            active_connections: forward.active_connections,
+            total_connections: forward.total_connections,
+            bytes_up: forward.bytes_up,
+            bytes_down: forward.bytes_down,
+            last_error: non_empty(&forward.last_error),
+            created_at_ms: forward.created_at_ms,
+        }
+    }
+}
+
+/// `None` for the empty strings proto3 uses as "no value".
+pub fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+pub fn target_text(target: Option<&Target>) -> String {
+    target.map(ToString::to_string).unwrap_or_default()
+}
+
+/// `127.0.0.1:2222`, `[::1]:2222`.
+pub fn local_text(bind_address: &str, port: u32) -> String {
+    match (bind_address.parse::<IpAddr>(), u16::try_from(port)) {
+        (Ok(ip), Ok(port)) => SocketAddr::new(ip, port).to_string(),
+        _ => format!("{bind_address}:{port}"),
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match ForwardState::try_from(state) {
+        Ok(ForwardState::Listening) => "listening",
+        Ok(ForwardState::Error) => "error",
+        Ok(ForwardState::Stopping) => "stopping",
+        Ok(ForwardState::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// Folds a possibly multi-line message onto one line.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `0 B`, `512 B`, `1.5 KiB`, `12.0 MiB` (binary units, one decimal).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Precision loss is irrelevant at one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `45s`, `41m`, `2h 5m`, `3d 4h`: the two largest units are plenty.
+pub fn human_duration(seconds: u64) -> String {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match seconds {
+        s if s < MINUTE => format!("{s}s"),
+        s if s < HOUR => format!("{}m", s / MINUTE),
+        s if s < DAY => format!("{}h {}m", s / HOUR, s % HOUR / MINUTE),
+        s => format!("{}d {}h", s / DAY, s % DAY / HOUR),
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart; the last column
+/// is not padded so long errors don't drag trailing blanks.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header_row: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward() -> Forward {
+        Forward {
+            id: "f1".into(),
+            name: "dev-ssh".into(),
+            bastion: "hub".into(),
+            target: Some(Target {
+                host: "10.1.0.4".into(),
+                port: 22,
+            }),
+            bind_address: "127.0.0.1".into(),
+            local_port: 2222,
+            state: ForwardState::Listening as i32,
+            active_connections: 1,
+            total_connections: 3,
+            bytes_up: 10,
+            bytes_down: 20,
+            last_error: String::new(),
+            created_at_ms: 1_700_000_000_000,
+            last_error_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn forward_json_has_the_stable_fields() {
+        let json = serde_json::to_value(ForwardJson::from(&forward())).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "f1", "name": "dev-ssh", "bastion": "hub",
+                "target": "10.1.0.4:22", "local": "127.0.0.1:2222",
+                "state": "listening", "active_connections": 1, "total_connections": 3,
+                "bytes_up": 10, "bytes_down": 20, "last_error": null,
+                "created_at_ms": 1_700_000_000_000_i64,
+            })
+        );
+        let mut failing = forward();
+        failing.last_error = "Target unreachable".into();
+        failing.state = ForwardState::Error as i32;
+        let json = serde_json::to_value(ForwardJson::from(&failing)).unwrap();
+        assert_eq!(json["last_error"], "Target unreachable");
+        assert_eq!(json["state"], "error");
+    }
+
+    #[test]
+    fn ipv6_is_bracketed() {
+        assert_eq!(local_text("::1", 2222), "[::1]:2222");
+        assert_eq!(local_text("127.0.0.1", 22), "127.0.0.1:22");
+        let target = Target {
+            host: "fd00::4".into(),
+            port: 22,
+        };
+        assert_eq!(target_text(Some(&target)), "[fd00::4]:22");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 * 1024 * 1024), "12.0 MiB");
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(41 * 60 + 5), "41m");
+        assert_eq!(human_duration(2 * 3600 + 5 * 60), "2h 5m");
+        assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d 4h");
+    }
+
+    #[test]
+    fn tables_align() {
+        let rendered = table(
+            &["NAME", "LOCAL", "LAST ERROR"],
+            &[
+                vec!["a".into(), "127.0.0.1:1".into(), String::new()],
+                vec!["long-name".into(), "1.2.3.4:5".into(), "boom".into()],
+            ],
+        );
+        assert_eq!(
+            rendered,
+            "NAME       LOCAL        LAST ERROR\n\
+             a          127.0.0.1:1\n\
+             long-name  1.2.3.4:5    boom\n"
+        );
+    }
+
+    #[test]
+    fn one_line_folds() {
+        assert_eq!(one_line("a\n  b\n\nc"), "a; b; c");
+    }
+}

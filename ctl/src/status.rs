@@ -1,0 +1,251 @@
+//! `status` and `reload`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bastion_proto::v1::{Bastion, ReloadRequest, StatusResponse};
+use serde_json::{Value, json};
+
+use crate::daemon::{self, rpc_error};
+use crate::forward::print_json;
+use crate::output;
+use crate::output::{out, outln};
+
+pub async fn status(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let socket = daemon::socket_path(socket)?;
+    let mut client = daemon::connect(Some(socket.clone())).await?;
+    let status = daemon::status(&mut client).await?;
+    if json {
+        print_json(&status_json(&status, &socket))?;
+    } else {
+        out!("{}", render_status(&status, &socket, now_ms()))?;
+    }
+    Ok(())
+}
+
+pub async fn reload(socket: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut client = daemon::connect_checked(socket).await?;
+    let changes = client
+        .reload(ReloadRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .changes;
+    if changes.is_empty() {
+        outln!("Settings reloaded: no changes.")?;
+    }
+    for change in changes {
+        outln!("{}", output::one_line(&change))?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
+    let bastions: Vec<Value> = status
+        .bastions
+        .iter()
+        .map(|b| {
+            json!({
+                "name": b.name,
+                "resource_id": b.resource_id,
+                "endpoint": output::non_empty(&b.endpoint),
+                "sku": output::non_empty(&b.sku),
+                "tunneling_enabled": b.tunneling_enabled,
+                "ip_connect_enabled": b.ip_connect_enabled,
+                "last_error": output::non_empty(&b.last_error),
+                "resolved_at_ms": b.resolved_at_ms,
+            })
+        })
+        .collect();
+    json!({
+        "version": status.version,
+        "ctl_version": daemon::CTL_VERSION,
+        "pid": status.pid,
+        "uptime_seconds": status.uptime_seconds,
+        "credential": status.credential,
+        "token_expires_at_ms": status.token_expires_at_ms,
+        "auth_error": output::non_empty(&status.auth_error),
+        "bastions": bastions,
+        "forwards": status.forwards,
+        "forwards_in_error": status.forwards_in_error,
+        "active_connections": status.active_connections,
+        "live_sessions": status.live_sessions,
+        "config_file": status.config_file,
+        "state_file": status.state_file,
+        "socket": socket,
+    })
+}
+
+/// "valid 41m", "expired 3m ago", "none yet".
+fn token_text(expires_at_ms: i64, now_ms: i64) -> String {
+    if expires_at_ms == 0 {
+        return "none yet".to_owned();
+    }
+    let left = (expires_at_ms - now_ms) / 1000;
+    if left >= 0 {
+        format!("valid {}", output::human_duration(left.unsigned_abs()))
+    } else {
+        format!(
+            "expired {} ago",
+            output::human_duration(left.unsigned_abs())
+        )
+    }
+}
+
+fn render_status(status: &StatusResponse, socket: &std::path::Path, now_ms: i64) -> String {
+    let mut out = format!(
+        "bastiond {} (pid {}), up {}\n",
+        status.version,
+        status.pid,
+        output::human_duration(status.uptime_seconds)
+    );
+    let mut field = |label: &str, value: String| out.push_str(&format!("{label:<12} {value}\n"));
+    field(
+        "credential:",
+        format!(
+            "{}, token {}",
+            status.credential,
+            token_text(status.token_expires_at_ms, now_ms)
+        ),
+    );
+    if let Some(error) = output::non_empty(&status.auth_error) {
+        field("auth error:", output::one_line(&error));
+    }
+    field(
+        "forwards:",
+        format!(
+            "{} ({} in error), {} active connections, {} live Bastion sessions",
+            status.forwards,
+            status.forwards_in_error,
+            status.active_connections,
+            status.live_sessions
+        ),
+    );
+    field("config:", status.config_file.clone());
+    field("state:", status.state_file.clone());
+    field("socket:", socket.display().to_string());
+    out.push('\n');
+    if status.bastions.is_empty() {
+        out.push_str("No bastions configured: add [bastions.NAME] to the config file.\n");
+    } else {
+        out.push_str(&bastion_table(&status.bastions));
+    }
+    out
+}
+
+fn bastion_table(bastions: &[Bastion]) -> String {
+    let flag = |on: bool| if on { "yes" } else { "no" }.to_owned();
+    let rows: Vec<Vec<String>> = bastions
+        .iter()
+        .map(|b| {
+            let resolved = !b.endpoint.is_empty();
+            vec![
+                b.name.clone(),
+                if resolved {
+                    b.endpoint.clone()
+                } else {
+                    "(not resolved yet)".to_owned()
+                },
+                b.sku.clone(),
+                if resolved {
+                    flag(b.tunneling_enabled)
+                } else {
+                    String::new()
+                },
+                if resolved {
+                    flag(b.ip_connect_enabled)
+                } else {
+                    String::new()
+                },
+                output::one_line(&b.last_error),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "BASTION",
+            "ENDPOINT",
+            "SKU",
+            "TUNNELING",
+            "IP CONNECT",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn status() -> StatusResponse {
+        StatusResponse {
+            version: "0.1.0".into(),
+            uptime_seconds: 7500,
+            credential: "azure-cli".into(),
+            token_expires_at_ms: 1_000_000 + 41 * 60 * 1000 + 500,
+            auth_error: String::new(),
+            bastions: vec![Bastion {
+                name: "hub".into(),
+                resource_id:
+                    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/bastionHosts/b"
+                        .into(),
+                endpoint: "127.0.0.1:4443".into(),
+                sku: "Standard".into(),
+                tunneling_enabled: true,
+                ip_connect_enabled: false,
+                last_error: String::new(),
+                resolved_at_ms: 1,
+            }],
+            forwards: 2,
+            forwards_in_error: 1,
+            active_connections: 3,
+            pid: 42,
+            config_file: "/c/config.toml".into(),
+            state_file: "/s/state.json".into(),
+            live_sessions: 3,
+        }
+    }
+
+    #[test]
+    fn token_validity() {
+        assert_eq!(token_text(0, 5), "none yet");
+        assert_eq!(
+            token_text(1_000_000 + 41 * 60 * 1000, 1_000_000),
+            "valid 41m"
+        );
+        assert_eq!(token_text(1_000_000, 1_000_000 + 180_000), "expired 3m ago");
+    }
+
+    #[test]
+    fn human_status() {
+        let text = render_status(&status(), Path::new("/run/b.sock"), 1_000_000);
+        assert!(
+            text.starts_with("bastiond 0.1.0 (pid 42), up 2h 5m\n"),
+            "{text}"
+        );
+        assert!(text.contains("azure-cli, token valid 41m"), "{text}");
+        assert!(text.contains("2 (1 in error), 3 active connections, 3 live Bastion sessions"));
+        assert!(!text.contains("auth error"));
+        assert!(
+            text.contains("hub      127.0.0.1:4443  Standard  yes        no"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_status() {
+        let value = status_json(&status(), Path::new("/run/b.sock"));
+        assert_eq!(value["pid"], 42);
+        assert_eq!(value["auth_error"], Value::Null);
+        assert_eq!(value["bastions"][0]["sku"], "Standard");
+        assert_eq!(value["socket"], "/run/b.sock");
+    }
+}

@@ -1,0 +1,291 @@
+//! Bastion hosts, looked up once through Azure Resource Manager and cached.
+//! The lookup gives the data-plane host name and the settings that decide
+//! whether native-client tunnels can work at all, so a misconfigured bastion
+//! gets a specific message naming the portal setting instead of a vague 403.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::config::Settings;
+use crate::secret::Secret;
+use crate::session::{SessionError, error_message};
+use crate::target::{Target, TargetHost};
+
+/// The ARM API version whose bastionHosts shape we read.
+const API_VERSION: &str = "2024-01-01";
+
+/// What the daemon needs to know about a bastion host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BastionHost {
+    /// The data-plane host ("bst-….bastion.azure.com", or "host:port").
+    pub dns_name: String,
+    pub sku: String,
+    pub tunneling: bool,
+    pub ip_connect: bool,
+    pub subscription: String,
+    pub resource_group: String,
+}
+
+impl BastionHost {
+    /// Refuses targets this bastion cannot tunnel to, naming the setting to change.
+    pub fn check(&self, name: &str, target: &Target) -> Result<(), SessionError> {
+        let refuse = |message: String| Err(SessionError::Precondition(message));
+        match self.sku.as_str() {
+            "Standard" | "Premium" => {}
+            "Developer" | "QuickConnect" => {
+                return refuse(format!(
+                    "bastion {name} uses the {} SKU, which has no native client tunnels; \
+                     upgrade it to Standard or Premium (portal: Bastion → Configuration → Tier)",
+                    self.sku
+                ));
+            }
+            sku => {
+                return refuse(format!(
+                    "bastion {name} uses the {sku} SKU; native client tunnels need Standard or Premium \
+                     (portal: Bastion → Configuration → Tier)"
+                ));
+            }
+        }
+        if !self.tunneling {
+            return refuse(format!(
+                "bastion {name} has tunnelling disabled; enable \"Native client support\" \
+                 (portal: Bastion → Configuration)"
+            ));
+        }
+        if matches!(target.host, TargetHost::Ip(_)) && !self.ip_connect {
+            return refuse(format!(
+                "bastion {name} cannot connect to IP addresses; enable \"IP-based connection\" \
+                 (portal: Bastion → Configuration), or target the VM by its resource id"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Looks up a bastion host through ARM.
+pub async fn lookup(
+    http: &reqwest::Client,
+    resource_manager: &str,
+    resource_id: &str,
+    token: &Secret,
+) -> Result<BastionHost, SessionError> {
+    let what = "looking up the bastion in Azure Resource Manager";
+    let url = format!(
+        "{}{resource_id}?api-version={API_VERSION}",
+        resource_manager.trim_end_matches('/')
+    );
+    let response = http
+        .get(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| SessionError::unreachable(what, &e))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SessionError::unreachable(what, &e))?;
+    if !status.is_success() {
+        return Err(SessionError::Rejected {
+            what,
+            status: status.as_u16(),
+            message: error_message(status.as_u16(), &body),
+        });
+    }
+    let host: ArmBastion = serde_json::from_slice(&body).map_err(|e| SessionError::Rejected {
+        what,
+        status: status.as_u16(),
+        message: format!("unexpected answer from ARM: {e}"),
+    })?;
+    let (subscription, resource_group, _) = crate::config::parse_bastion_resource_id(resource_id)
+        .ok_or_else(|| {
+        SessionError::Precondition(format!("{resource_id:?} is not a bastion host resource id"))
+    })?;
+    let dns_name = host
+        .properties
+        .dns_name
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| {
+            SessionError::Precondition(format!(
+                "bastion {resource_id} has no dnsName yet (is it still deploying?)"
+            ))
+        })?;
+    Ok(BastionHost {
+        dns_name,
+        // ARM omits the SKU for bastions created before SKUs existed: Basic.
+        sku: host.sku.map_or_else(|| "Basic".to_string(), |s| s.name),
+        tunneling: host.properties.enable_tunneling,
+        ip_connect: host.properties.enable_ip_connect,
+        subscription: subscription.to_string(),
+        resource_group: resource_group.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ArmBastion {
+    sku: Option<ArmSku>,
+    properties: ArmProperties,
+}
+
+#[derive(Deserialize)]
+struct ArmSku {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArmProperties {
+    dns_name: Option<String>,
+    #[serde(default)]
+    enable_tunneling: bool,
+    #[serde(default)]
+    enable_ip_connect: bool,
+}
+
+/// One configured bastion and what ARM said about it.
+pub struct BastionEntry {
+    pub name: String,
+    pub resource_id: String,
+    state: Mutex<EntryState>,
+    /// Single-flight: concurrent first connections share one ARM lookup.
+    resolving: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default, Clone)]
+pub struct EntryState {
+    pub host: Option<Arc<BastionHost>>,
+    pub last_error: Option<String>,
+    pub resolved_at: Option<SystemTime>,
+}
+
+impl BastionEntry {
+    fn new(name: &str, resource_id: &str) -> BastionEntry {
+        BastionEntry {
+            name: name.to_string(),
+            resource_id: resource_id.to_string(),
+            state: Mutex::default(),
+            resolving: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn snapshot(&self) -> EntryState {
+        self.lock().clone()
+    }
+
+    /// The cached host, or a fresh ARM lookup.
+    pub async fn resolve(
+        &self,
+        http: &reqwest::Client,
+        resource_manager: &str,
+        token: &Secret,
+    ) -> Result<Arc<BastionHost>, SessionError> {
+        if let Some(host) = self.lock().host.clone() {
+            return Ok(host);
+        }
+        let _resolving = self.resolving.lock().await;
+        if let Some(host) = self.lock().host.clone() {
+            return Ok(host);
+        }
+        let result = lookup(http, resource_manager, &self.resource_id, token).await;
+        let mut state = self.lock();
+        match result {
+            Ok(host) => {
+                tracing::info!(bastion = %self.name, dns_name = %host.dns_name, sku = %host.sku, "resolved bastion");
+                let host = Arc::new(host);
+                state.host = Some(host.clone());
+                state.last_error = None;
+                state.resolved_at = Some(SystemTime::now());
+                Ok(host)
+            }
+            Err(error) => {
+                state.last_error = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets the cached host after a failure, so the next connection asks
+    /// ARM again (the bastion may have been reconfigured or redeployed).
+    pub fn invalidate(&self, error: &SessionError) {
+        let mut state = self.lock();
+        state.host = None;
+        state.last_error = Some(error.to_string());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The configured bastions by name.
+pub type Bastions = BTreeMap<String, Arc<BastionEntry>>;
+
+/// Builds the bastion table for `settings`, keeping entries (and their cached
+/// lookups) whose resource id did not change.
+pub fn bastions(settings: &Settings, previous: Option<&Bastions>) -> Bastions {
+    settings
+        .bastions
+        .iter()
+        .map(|(name, b)| {
+            let kept = previous
+                .and_then(|p| p.get(name))
+                .filter(|e| e.resource_id == b.resource_id)
+                .cloned();
+            let entry = kept.unwrap_or_else(|| Arc::new(BastionEntry::new(name, &b.resource_id)));
+            (name.clone(), entry)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(sku: &str, tunneling: bool, ip_connect: bool) -> BastionHost {
+        BastionHost {
+            dns_name: "bst.example".into(),
+            sku: sku.into(),
+            tunneling,
+            ip_connect,
+            subscription: "s".into(),
+            resource_group: "rg".into(),
+        }
+    }
+
+    #[test]
+    fn checks_name_the_portal_setting() {
+        let ip = Target::parse("10.1.0.4:22").unwrap();
+        let vm = Target::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1:22",
+        )
+        .unwrap();
+        assert!(host("Standard", true, true).check("hub", &ip).is_ok());
+        let e = host("Basic", true, true)
+            .check("hub", &ip)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Basic") && e.contains("Standard or Premium"),
+            "{e}"
+        );
+        let e = host("Developer", true, true)
+            .check("hub", &ip)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Developer"), "{e}");
+        let e = host("Premium", false, true)
+            .check("hub", &ip)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Native client support"), "{e}");
+        let e = host("Standard", true, false)
+            .check("hub", &ip)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IP-based connection"), "{e}");
+        assert!(host("Standard", true, false).check("hub", &vm).is_ok());
+    }
+}

@@ -1,0 +1,379 @@
+//! Entra tokens: the credential chosen in the settings, behind one cache.
+//!
+//! azure_identity's CLI credential spawns `az` on every call (~0.5 s), so the
+//! cache is what makes a new connection cheap. Freshness is judged by wall
+//! clock (`SystemTime`): a laptop that slept must not send an expired token.
+//! Refreshes are single-flight: concurrent connections wait for one request.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::{ClientOptions, Transport};
+
+use crate::config::{CredentialKind, Settings};
+use crate::secret::Secret;
+
+/// Refresh at most this long before expiry (tokens live 60–90 minutes)...
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// ...or a quarter of the lifetime, so short-lived test tokens still cache.
+const REFRESH_MARGIN_DIVISOR: u32 = 4;
+/// `az` or Entra taking longer than this is stuck; fail the connection
+/// rather than leave the user's ssh hanging.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A token could not be obtained; the message says how to fix it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot get an Azure access token ({credential}): {message}")]
+pub struct AuthError {
+    pub credential: &'static str,
+    pub message: String,
+}
+
+/// Builds the credential named in the settings. Credentials that talk HTTP
+/// use the daemon's client, so `tls.ca_file` and the proxy apply to them too.
+pub fn credential(
+    settings: &Settings,
+    http: &reqwest::Client,
+) -> anyhow::Result<Arc<dyn TokenCredential>> {
+    use azure_identity::*;
+    let auth = &settings.auth;
+    let client_options = || {
+        let mut cloud = azure_core::cloud::CustomConfiguration::default();
+        cloud.authority_host = settings.cloud.authority_host.clone();
+        ClientOptions {
+            transport: Some(Transport::new(Arc::new(http.clone()))),
+            cloud: Some(Arc::new(cloud.into())),
+            ..Default::default()
+        }
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let credential: Arc<dyn TokenCredential> = match auth.credential {
+        CredentialKind::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
+            tenant_id: auth.tenant_id.clone(),
+            ..Default::default()
+        }))?,
+        CredentialKind::DeveloperTools => DeveloperToolsCredential::new(None)?,
+        CredentialKind::ClientSecret => {
+            let tenant = auth
+                .tenant_id
+                .clone()
+                .or_else(|| env("AZURE_TENANT_ID"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "credential \"client-secret\" needs `auth.tenant_id` or AZURE_TENANT_ID"
+                    )
+                })?;
+            let client_id = auth
+                .client_id
+                .clone()
+                .or_else(|| env("AZURE_CLIENT_ID"))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "credential \"client-secret\" needs `auth.client_id` or AZURE_CLIENT_ID"
+                    )
+                })?;
+            let secret = env("AZURE_CLIENT_SECRET").ok_or_else(|| {
+                anyhow::anyhow!("credential \"client-secret\" needs AZURE_CLIENT_SECRET in the daemon's environment")
+            })?;
+            ClientSecretCredential::new(
+                &tenant,
+                client_id,
+                secret.into(),
+                Some(ClientSecretCredentialOptions {
+                    client_options: client_options(),
+                }),
+            )?
+        }
+        CredentialKind::ManagedIdentity => {
+            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                user_assigned_id: auth.client_id.clone().map(UserAssignedId::ClientId),
+                client_options: client_options(),
+            }))?
+        }
+        CredentialKind::WorkloadIdentity => {
+            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: client_options(),
+                },
+                client_id: auth.client_id.clone(),
+                tenant_id: auth.tenant_id.clone(),
+                ..Default::default()
+            }))?
+        }
+    };
+    Ok(credential)
+}
+
+struct Cached {
+    token: Secret,
+    obtained_at: SystemTime,
+    expires_at: SystemTime,
+}
+
+impl Cached {
+    fn is_fresh(&self, now: SystemTime) -> bool {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.obtained_at)
+            .unwrap_or_default();
+        let margin = MAX_REFRESH_MARGIN.min(lifetime / REFRESH_MARGIN_DIVISOR);
+        now + margin < self.expires_at
+    }
+}
+
+#[derive(Default)]
+struct CacheState {
+    token: Option<Cached>,
+    /// The last failure and when it finished, so callers queued behind a
+    /// failing refresh share its error instead of retrying one by one.
+    last_error: Option<(Instant, AuthError)>,
+}
+
+/// The token cache of one credential and scope.
+pub struct TokenCache {
+    credential: Arc<dyn TokenCredential>,
+    kind: CredentialKind,
+    scope: String,
+    state: Mutex<CacheState>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// What `Status` shows about authentication.
+pub struct AuthStatus {
+    pub expires_at: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+impl TokenCache {
+    pub fn new(
+        credential: Arc<dyn TokenCredential>,
+        kind: CredentialKind,
+        scope: String,
+    ) -> TokenCache {
+        TokenCache {
+            credential,
+            kind,
+            scope,
+            state: Mutex::default(),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn kind(&self) -> CredentialKind {
+        self.kind
+    }
+
+    /// A token valid for a while yet, from the cache or freshly requested.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
+        let asked_at = Instant::now();
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        let _refreshing = self.refresh.lock().await;
+        if let Some(token) = self.cached() {
+            return Ok(token);
+        }
+        if let Some((at, error)) = &self.lock().last_error
+            && *at >= asked_at
+        {
+            return Err(error.clone());
+        }
+        let result = self.request().await;
+        let mut state = self.lock();
+        match result {
+            Ok(cached) => {
+                let token = cached.token.clone();
+                state.token = Some(cached);
+                state.last_error = None;
+                Ok(token)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "token request failed");
+                state.last_error = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops the cached token after a service refused it, so the next
+    /// caller asks the credential again.
+    pub fn invalidate(&self) {
+        self.lock().token = None;
+    }
+
+    pub fn status(&self) -> AuthStatus {
+        let state = self.lock();
+        AuthStatus {
+            expires_at: state.token.as_ref().map(|t| t.expires_at),
+            error: state.last_error.as_ref().map(|(_, e)| e.to_string()),
+        }
+    }
+
+    fn cached(&self) -> Option<Secret> {
+        let state = self.lock();
+        let cached = state.token.as_ref()?;
+        cached
+            .is_fresh(SystemTime::now())
+            .then(|| cached.token.clone())
+    }
+
+    async fn request(&self) -> Result<Cached, AuthError> {
+        let fail = |message: String| AuthError {
+            credential: self.kind.as_str(),
+            message,
+        };
+        let obtained_at = SystemTime::now();
+        let scopes = [self.scope.as_str()];
+        let response = tokio::time::timeout(
+            TOKEN_REQUEST_TIMEOUT,
+            self.credential.get_token(&scopes, None),
+        )
+        .await
+        .map_err(|_| {
+            fail(format!(
+                "no answer within {}s",
+                TOKEN_REQUEST_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| fail(self.explain(&e)))?;
+        let expires_at = SystemTime::from(response.expires_on);
+        tracing::info!(
+            credential = self.kind.as_str(),
+            valid_for_secs = expires_at
+                .duration_since(obtained_at)
+                .unwrap_or_default()
+                .as_secs(),
+            "obtained an Azure access token"
+        );
+        Ok(Cached {
+            token: Secret::new(response.token.secret()),
+            obtained_at,
+            expires_at,
+        })
+    }
+
+    /// One line from azure_core's error, with a hint for the usual fix.
+    fn explain(&self, error: &azure_core::Error) -> String {
+        let text = error.to_string();
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = crate::session::truncate(&line, 400);
+        match self.kind {
+            CredentialKind::AzureCli | CredentialKind::DeveloperTools => {
+                format!(
+                    "{line} (is `az` installed and on the daemon's PATH, and have you run `az login`?)"
+                )
+            }
+            _ => line,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // A panic while holding this lock cannot leave the state inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug)]
+    struct Fake {
+        calls: AtomicU32,
+        lifetime: Duration,
+        fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Fake {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.fail {
+                return Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "Please run 'az login' to setup account.",
+                ));
+            }
+            let expires = azure_core::time::OffsetDateTime::now_utc() + self.lifetime;
+            Ok(AccessToken::new(format!("token-{n}"), expires))
+        }
+    }
+
+    fn cache(lifetime: Duration, fail: bool) -> (Arc<Fake>, Arc<TokenCache>) {
+        let fake = Arc::new(Fake {
+            calls: AtomicU32::new(0),
+            lifetime,
+            fail,
+        });
+        let cache = TokenCache::new(fake.clone(), CredentialKind::AzureCli, "s/.default".into());
+        (fake, Arc::new(cache))
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_refresh() {
+        let (fake, cache) = cache(Duration::from_secs(3600), false);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.token().await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().expose(), "token-0");
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert!(cache.status().expires_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn short_tokens_still_cache_and_refresh_before_expiry() {
+        let (fake, cache) = cache(Duration::from_secs(4), false);
+        cache.token().await.unwrap();
+        cache.token().await.unwrap();
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "a 4 s token is reused at once"
+        );
+        let cached = Cached {
+            token: Secret::new("t"),
+            obtained_at: SystemTime::now(),
+            expires_at: SystemTime::now() + Duration::from_secs(4),
+        };
+        assert!(!cached.is_fresh(SystemTime::now() + Duration::from_millis(3100)));
+        let long = Cached {
+            token: Secret::new("t"),
+            obtained_at: SystemTime::now(),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+        };
+        assert!(long.is_fresh(SystemTime::now() + Duration::from_secs(3600 - 301)));
+        assert!(!long.is_fresh(SystemTime::now() + Duration::from_secs(3600 - 299)));
+    }
+
+    #[tokio::test]
+    async fn failure_is_shared_and_reported() {
+        let (fake, cache) = cache(Duration::from_secs(3600), true);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.token().await.unwrap_err() })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().to_string().contains("az login"));
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert!(cache.status().error.unwrap().contains("azure-cli"));
+        // A later caller tries again.
+        cache.token().await.unwrap_err();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,82 @@
+//! The one TLS configuration and the one pooled HTTPS client of the daemon.
+//! Roots are the system's plus `tls.ca_file` plus `SSL_CERT_FILE`, so a
+//! corporate CA (or the test emulator's) applies to ARM, Entra, the Bastion
+//! API and the WebSocket tunnels alike. Proxies come from `HTTPS_PROXY` /
+//! `NO_PROXY`, which reqwest reads from the environment.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+/// Reaching ARM or a Bastion takes one or two round trips; beyond this the
+/// network is down and the user should hear so instead of waiting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whole-request bound for the small JSON calls we make (ARM GET, token POST,
+/// DELETE); the slowest legitimate one is a token POST at a few seconds.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep pooled connections to the Bastion warm between ssh connections, but
+/// not forever (servers drop idle connections after a few minutes anyway).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Only HTTP/1.1 is offered: Bastion sessions hang over HTTP/2.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Builds the TLS client configuration shared by every outbound connection,
+/// so TLS sessions resume across token requests and tunnels.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::debug!(%error, "skipping unreadable system certificate");
+    }
+    roots.add_parsable_certificates(native.certs);
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    if let Some(file) = ssl_cert_file.as_deref().filter(|f| f.is_file()) {
+        add_pem_file(&mut roots, file).context("loading SSL_CERT_FILE")?;
+    }
+    if let Some(file) = ca_file {
+        add_pem_file(&mut roots, file).context("loading `tls.ca_file`")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("configuring TLS")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn add_pem_file(roots: &mut RootCertStore, file: &Path) -> Result<()> {
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+    {
+        let cert = cert.with_context(|| format!("bad PEM in {}", file.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("bad certificate in {}", file.display()))?;
+        added += 1;
+    }
+    anyhow::ensure!(added > 0, "no certificates in {}", file.display());
+    Ok(())
+}
+
+/// The pooled HTTPS client for ARM, the Bastion API and azure_identity.
+pub fn client(tls: &rustls::ClientConfig) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .http1_only()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("bastiond/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTPS client")
+}

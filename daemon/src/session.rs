@@ -1,0 +1,382 @@
+//! Bastion sessions: the token exchange that opens one (`POST /api/tokens`)
+//! and the `DELETE` that ends it. Every created session is owned by a
+//! [`LiveSession`]; dropping it deletes the session in the background, with
+//! retries, tracked so shutdown can wait for the deletes (sessions left behind
+//! count against the Bastion's limits).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_util::task::TaskTracker;
+
+use crate::arm::BastionHost;
+use crate::auth::AuthError;
+use crate::secret::Secret;
+use crate::target::{Target, TargetHost};
+
+/// A token POST answers in well under a second; past this the Bastion is in
+/// trouble and the waiting client is better served by a prompt error.
+const TOKEN_POST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bound for one DELETE attempt.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deletes are retried a few times (transient 5xx, network blips) and then
+/// given up with a warning: the Bastion expires abandoned sessions itself.
+const DELETE_ATTEMPTS: u32 = 4;
+/// First pause between DELETE attempts; doubled after each failure.
+const DELETE_BACKOFF: Duration = Duration::from_millis(500);
+/// Error bodies are shown to users; an HTML error page is cut to this.
+const SNIPPET_CHARS: usize = 160;
+
+/// Why a tunnel could not be opened or ended early. The text is what the
+/// user sees as a forward's `last_error` and in gRPC statuses.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The bastion or the request cannot work as configured.
+    #[error("{0}")]
+    Precondition(String),
+    /// The Bastion or ARM answered with an error status.
+    #[error("{what}: HTTP {status}: {message}")]
+    Rejected {
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
+    /// The Bastion or ARM could not be reached, or did not answer in time.
+    #[error("{what}: {message}")]
+    Unreachable { what: &'static str, message: String },
+    /// The WebSocket tunnel failed.
+    #[error("tunnel: {0}")]
+    Tunnel(String),
+}
+
+impl SessionError {
+    pub fn unreachable(what: &'static str, error: &reqwest::Error) -> SessionError {
+        // reqwest errors name the URL; ours carry no secret in the URL, but
+        // strip it anyway and keep the cause chain, which is what helps.
+        let mut message = if error.is_timeout() {
+            "no answer in time".to_string()
+        } else if error.is_connect() {
+            "cannot connect".to_string()
+        } else {
+            "request failed".to_string()
+        };
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        SessionError::Unreachable { what, message }
+    }
+
+    /// The gRPC code a control client sees for this error.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            SessionError::Auth(_) => tonic::Code::Unauthenticated,
+            SessionError::Precondition(_) => tonic::Code::FailedPrecondition,
+            SessionError::Rejected { status, .. } => match status {
+                401 => tonic::Code::Unauthenticated,
+                403 => tonic::Code::PermissionDenied,
+                404 => tonic::Code::NotFound,
+                408 | 429 | 500.. => tonic::Code::Unavailable,
+                _ => tonic::Code::FailedPrecondition,
+            },
+            SessionError::Unreachable { .. } | SessionError::Tunnel(_) => tonic::Code::Unavailable,
+        }
+    }
+}
+
+/// The message of an Azure error body (`{"message": …}` or
+/// `{"error": {"message": …}}`), or a short snippet of whatever came instead.
+pub fn error_message(status: u16, body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Body {
+        message: Option<String>,
+        error: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(body) = serde_json::from_slice::<Body>(body) {
+        if let Some(message) = body.message.filter(|m| !m.is_empty()) {
+            return message;
+        }
+        if let Some(Inner {
+            code,
+            message: Some(message),
+        }) = body.error
+        {
+            return match code {
+                Some(code) => format!("{code}: {message}"),
+                None => message,
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        format!(
+            "{} (empty body)",
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+        )
+    } else {
+        truncate(&text, SNIPPET_CHARS)
+    }
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// What `POST /api/tokens` returns (extra fields are ignored).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionTokens {
+    pub auth_token: Secret,
+    pub node_id: String,
+    pub websocket_token: Secret,
+}
+
+/// Asks the Bastion for a session to `target`.
+pub async fn create(
+    http: &reqwest::Client,
+    host: &BastionHost,
+    target: &Target,
+    aztoken: &Secret,
+) -> Result<SessionTokens, SessionError> {
+    let what = "Bastion refused the session";
+    let port = target.port.to_string();
+    let resource_id = match &target.host {
+        TargetHost::Ip(ip) => format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/bh-hostConnect/{ip}",
+            host.subscription, host.resource_group
+        ),
+        TargetHost::Vm(id) => id.clone(),
+    };
+    let hostname = match &target.host {
+        TargetHost::Ip(ip) => Some(ip.to_string()),
+        TargetHost::Vm(_) => None,
+    };
+    let mut form: Vec<(&str, &str)> = vec![
+        ("resourceId", &resource_id),
+        ("protocol", "tcptunnel"),
+        ("workloadHostPort", &port),
+        ("aztoken", aztoken.expose()),
+    ];
+    if let Some(hostname) = &hostname {
+        form.push(("hostname", hostname));
+    }
+    let response = http
+        .post(format!("https://{}/api/tokens", host.dns_name))
+        .form(&form)
+        .timeout(TOKEN_POST_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| SessionError::unreachable("cannot reach the Bastion", &e))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SessionError::unreachable("cannot reach the Bastion", &e))?;
+    if !status.is_success() {
+        return Err(SessionError::Rejected {
+            what,
+            status: status.as_u16(),
+            message: error_message(status.as_u16(), &body),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| SessionError::Rejected {
+        what,
+        status: status.as_u16(),
+        message: format!("unexpected answer: {e}"),
+    })
+}
+
+/// Every live session of the daemon, and the deletes still in flight.
+#[derive(Default)]
+pub struct Sessions {
+    live: AtomicU64,
+    deletes: TaskTracker,
+}
+
+impl Sessions {
+    /// Sessions created and not yet deleted (including deletes being retried).
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Takes ownership of a freshly created session.
+    pub fn adopt(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        dns_name: &str,
+        tokens: &SessionTokens,
+    ) -> LiveSession {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveSession {
+            sessions: self.clone(),
+            session: Some(SessionRef {
+                http: http.clone(),
+                dns_name: dns_name.to_string(),
+                auth_token: tokens.auth_token.clone(),
+                node_id: tokens.node_id.clone(),
+            }),
+        }
+    }
+
+    /// Waits for in-flight deletes, at most `bound`. Returns how many sessions remain.
+    pub async fn drain(&self, bound: Duration) -> u64 {
+        self.deletes.close();
+        if tokio::time::timeout(bound, self.deletes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.live(),
+                "gave up waiting for session deletes"
+            );
+        }
+        self.live()
+    }
+}
+
+/// A session on the Bastion; deleted when dropped.
+pub struct LiveSession {
+    sessions: Arc<Sessions>,
+    session: Option<SessionRef>,
+}
+
+struct SessionRef {
+    http: reqwest::Client,
+    dns_name: String,
+    auth_token: Secret,
+    node_id: String,
+}
+
+impl SessionRef {
+    async fn delete(&self) {
+        let url = format!(
+            "https://{}/api/tokens/{}",
+            self.dns_name,
+            self.auth_token.expose()
+        );
+        let mut backoff = DELETE_BACKOFF;
+        for attempt in 1..=DELETE_ATTEMPTS {
+            let result = self
+                .http
+                .delete(&url)
+                .header("X-Node-Id", &self.node_id)
+                .timeout(DELETE_TIMEOUT)
+                .send()
+                .await;
+            let failure = match result {
+                Ok(r)
+                    if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND =>
+                {
+                    tracing::debug!(node_id = %self.node_id, "session deleted");
+                    return;
+                }
+                Ok(r) => format!("HTTP {}", r.status()),
+                Err(e) => SessionError::unreachable("delete", &e).to_string(),
+            };
+            if attempt == DELETE_ATTEMPTS {
+                tracing::warn!(node_id = %self.node_id, %failure, "could not delete a Bastion session; it will expire on its own");
+                return;
+            }
+            tracing::debug!(node_id = %self.node_id, %failure, attempt, "session delete failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(node_id = %session.node_id, "no runtime left to delete a Bastion session");
+            return;
+        };
+        let sessions = self.sessions.clone();
+        self.sessions.deletes.spawn_on(
+            async move {
+                session.delete().await;
+                sessions.live.fetch_sub(1, Ordering::Relaxed);
+            },
+            &runtime,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_become_messages() {
+        assert_eq!(
+            error_message(
+                404,
+                br#"{"message":"Target 10.1.0.7 is not reachable from this Bastion."}"#
+            ),
+            "Target 10.1.0.7 is not reachable from this Bastion."
+        );
+        assert_eq!(
+            error_message(
+                404,
+                br#"{"error":{"code":"ResourceNotFound","message":"gone"}}"#
+            ),
+            "ResourceNotFound: gone"
+        );
+        let html = format!(
+            "<html><body><h1>HTTP Status 400 – Bad Request</h1>{}</body></html>",
+            "x".repeat(500)
+        );
+        let m = error_message(400, html.as_bytes());
+        assert!(m.starts_with("<html><body><h1>HTTP Status 400"), "{m}");
+        assert!(m.chars().count() <= SNIPPET_CHARS + 1);
+        assert_eq!(error_message(502, b""), "Bad Gateway (empty body)");
+        assert_eq!(error_message(500, &[0xff, 0xfe]), "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn codes_follow_the_contract() {
+        let rejected = |status| SessionError::Rejected {
+            what: "x",
+            status,
+            message: String::new(),
+        };
+        assert_eq!(rejected(401).code(), tonic::Code::Unauthenticated);
+        assert_eq!(rejected(404).code(), tonic::Code::NotFound);
+        assert_eq!(rejected(503).code(), tonic::Code::Unavailable);
+        assert_eq!(
+            SessionError::Precondition(String::new()).code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn tokens_are_redacted_in_debug() {
+        let tokens: SessionTokens = serde_json::from_str(
+            r#"{"authToken":"a-secret","nodeId":"n1","websocketToken":"w-secret","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(tokens.node_id, "n1");
+        assert_eq!(format!("{:?}", tokens.auth_token), "[redacted]");
+    }
+}

@@ -1,0 +1,81 @@
+//! What the forwards, `Connect` streams and the control service share: the
+//! current connector, the event feed, and the task ownership of the daemon.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::Events;
+use crate::session::Sessions;
+use crate::tunnel::Connector;
+
+pub struct Shared {
+    connector: RwLock<Arc<Connector>>,
+    pub sessions: Arc<Sessions>,
+    pub events: Events,
+    /// Every listener, connection and stream task of the daemon.
+    pub tasks: TaskTracker,
+    /// Cancelled at shutdown; every forward's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Live `Connect` streams (forwards count their own connections).
+    pub streams_active: AtomicU64,
+    next_connection_id: AtomicU64,
+    /// Problems found at start-up (an unreadable state file…) that stay in
+    /// the status line, since no watcher was there to see their event.
+    alerts: Mutex<Vec<String>>,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn new(connector: Connector, events: Events) -> Shared {
+        Shared {
+            sessions: connector.sessions.clone(),
+            connector: RwLock::new(Arc::new(connector)),
+            events,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            streams_active: AtomicU64::new(0),
+            next_connection_id: AtomicU64::new(1),
+            alerts: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The connector for the current settings; a connection keeps the one it
+    /// started with even if the settings are reloaded meanwhile.
+    pub fn connector(&self) -> Arc<Connector> {
+        self.connector
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_connector(&self, connector: Connector) {
+        *self.connector.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(connector);
+    }
+
+    /// Logs `text`, sends it to watchers and keeps it in the status line.
+    pub fn alert(&self, text: String) {
+        tracing::error!("{text}");
+        self.events.notice(text.clone());
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(text);
+    }
+
+    pub fn alerts(&self) -> Vec<String> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A daemon-wide unique connection id, for logs and events.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,336 @@
+//! The WebSocket dial to a Bastion: our own TCP connect and TLS (one shared
+//! rustls config, so sessions resume), then a lenient HTTP/1.1 upgrade
+//! handshake. The real Bastion has been seen answering 101 without the
+//! `Upgrade`/`Connection` headers; we accept that, but still require status
+//! 101 and a correct `Sec-WebSocket-Accept` when one is sent. Bytes read past
+//! the response head are replayed to tungstenite before the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::proxy::Proxies;
+use crate::secret::Secret;
+use crate::session::{SessionError, error_message, truncate};
+
+/// TLS handshake (usually a resumption, one round trip).
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upgrade request to complete response head.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A 101 head is a few hundred bytes; anything larger is not a WebSocket upgrade.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Enough headers for any real upgrade response.
+const MAX_HEADERS: usize = 32;
+/// How much of an unexpected HTTP status line goes into the error.
+const STATUS_LINE_CHARS: usize = 80;
+/// First read size while waiting for the response head.
+const HEAD_READ_CHUNK: usize = 2048;
+
+/// A tunnel's WebSocket, over TLS over TCP.
+pub type TunnelSocket = WebSocketStream<Prefixed<TlsStream<TcpStream>>>;
+
+/// Opens the WebSocket at `path` (which embeds a session token) on `host`
+/// ("name" or "name:port").
+pub async fn dial(
+    proxies: &Proxies,
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    path: &Secret,
+    config: WebSocketConfig,
+) -> Result<TunnelSocket, SessionError> {
+    let fail = |message: String| SessionError::Tunnel(message);
+    let (name, port) = split_host_port(host);
+    let tcp = proxies.connect(name, port).await?;
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|_| fail(format!("{name:?} is not a valid TLS server name")))?;
+    let mut tls = timeout(
+        TLS_TIMEOUT,
+        TlsConnector::from(tls).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        fail(format!(
+            "TLS handshake with {host} timed out after {}s",
+            TLS_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))?;
+    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut tls, host, path))
+        .await
+        .map_err(|_| {
+            fail(format!(
+                "WebSocket upgrade timed out after {}s",
+                UPGRADE_TIMEOUT.as_secs()
+            ))
+        })??;
+    let stream = Prefixed {
+        prefix: leftover,
+        inner: tls,
+        checked: false,
+    };
+    Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
+}
+
+/// "host:port" → (host, port); a bare host means 443.
+fn split_host_port(host: &str) -> (&str, u16) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((ip, port)) = rest.split_once("]:")
+            && let Ok(port) = port.parse()
+        {
+            return (ip, port);
+        }
+        return (rest.trim_end_matches(']'), 443);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => match port.parse() {
+            Ok(port) => (name, port),
+            Err(_) => (host, 443),
+        },
+        _ => (host, 443),
+    }
+}
+
+/// Sends the upgrade request and reads the response head; returns the bytes
+/// that followed it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &Secret,
+) -> Result<Bytes, SessionError> {
+    let key = generate_key();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: https://{host}\r\n\
+         User-Agent: bastiond/{}\r\n\r\n",
+        path.expose(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let io_fail = |e: io::Error| SessionError::Tunnel(format!("WebSocket upgrade failed: {e}"));
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(io_fail)?;
+    stream.flush().await.map_err(io_fail)?;
+    let mut buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+    loop {
+        if let Some(head_len) = parse_response(&buf, &key)? {
+            buf.advance(head_len);
+            return Ok(buf.freeze());
+        }
+        if buf.len() >= MAX_RESPONSE_HEAD {
+            return Err(SessionError::Tunnel(
+                "WebSocket upgrade failed: response head too large".into(),
+            ));
+        }
+        buf.reserve(HEAD_READ_CHUNK);
+        if stream.read_buf(&mut buf).await.map_err(io_fail)? == 0 {
+            return Err(SessionError::Tunnel(
+                "WebSocket upgrade failed: the Bastion closed the connection before answering"
+                    .into(),
+            ));
+        }
+    }
+}
+
+/// Parses a complete response head in `buf`: `Ok(Some(len))` for an accepted
+/// 101, `Ok(None)` if more bytes are needed.
+fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, SessionError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(SessionError::Tunnel(format!(
+                "WebSocket upgrade failed: malformed response ({e}): {}",
+                error_message(0, &buf[..buf.len().min(MAX_HEADERS * 4)])
+            )));
+        }
+    };
+    let status = response.code.unwrap_or(0);
+    if status != 101 {
+        return Err(SessionError::Rejected {
+            what: "Bastion refused the WebSocket",
+            status,
+            message: error_message(status, &buf[head_len..]),
+        });
+    }
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"));
+    if let Some(accept) = accept
+        && accept.value.trim_ascii() != derive_accept_key(key.as_bytes()).as_bytes()
+    {
+        return Err(SessionError::Tunnel(
+            "WebSocket upgrade failed: wrong Sec-WebSocket-Accept".into(),
+        ));
+    }
+    Ok(Some(head_len))
+}
+
+/// A stream that first yields `prefix`, then reads from `inner`. The first
+/// bytes are checked for an HTTP response: a Bastion has been seen sending an
+/// error page right after its 101, which must fail the tunnel with a clear
+/// message rather than be parsed as (or waited on as) a WebSocket frame.
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+    checked: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+        } else {
+            std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        }
+        let read = &buf.filled()[before..];
+        if !self.checked && !read.is_empty() {
+            self.checked = true;
+            if read.starts_with(b"HTTP/") {
+                let status_line = read.split(|b| *b == b'\r').next().unwrap_or_default();
+                let status_line =
+                    truncate(&String::from_utf8_lossy(status_line), STATUS_LINE_CHARS);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the Bastion sent an HTTP response after accepting the WebSocket: {status_line}"
+                    ),
+                )));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    #[test]
+    fn accepts_a_101_without_upgrade_headers_and_keeps_trailing_bytes() {
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        let len = head.len();
+        head.extend_from_slice(&[0x82, 0x01, b'x']);
+        assert_eq!(parse_response(&head, KEY).unwrap(), Some(len));
+    }
+
+    #[test]
+    fn checks_the_accept_key_when_present() {
+        let good = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        assert!(parse_response(good.as_bytes(), KEY).unwrap().is_some());
+        let bad = "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n";
+        assert!(parse_response(bad.as_bytes(), KEY).is_err());
+    }
+
+    #[test]
+    fn partial_head_needs_more_and_errors_carry_the_message() {
+        assert_eq!(parse_response(b"HTTP/1.1 101 Switch", KEY).unwrap(), None);
+        let err = parse_response(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\r\n{\"message\":\"Token expired\"}",
+            KEY,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Token expired"), "{err}");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let err = parse_response(b"\x16\x03\x01garbage\r\n\r\n", KEY).unwrap_err();
+        assert!(err.to_string().contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn splits_host_and_port() {
+        assert_eq!(split_host_port("bst.example"), ("bst.example", 443));
+        assert_eq!(split_host_port("127.0.0.1:8443"), ("127.0.0.1", 8443));
+        assert_eq!(split_host_port("[::1]:8443"), ("::1", 8443));
+    }
+
+    #[tokio::test]
+    async fn http_text_after_the_upgrade_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(256);
+        a.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>")
+            .await
+            .unwrap();
+        let mut s = Prefixed {
+            prefix: Bytes::new(),
+            inner: b,
+            checked: false,
+        };
+        let mut buf = [0u8; 64];
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string()
+                .ends_with("WebSocket: HTTP/1.1 400 Bad Request"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefixed_replays_leftover_first() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(b"world").await.unwrap();
+        drop(a);
+        let mut s = Prefixed {
+            prefix: Bytes::from_static(b"hello "),
+            inner: b,
+            checked: false,
+        };
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Try bastiond without Azure: build, start the Bastion emulator and the daemon in a
+# temporary directory, add a forward, push bytes through it, restart the daemon and
+# find the forward back. Then leave it all running until Ctrl-C.
+#
+#   ./demo.sh                 # local port 2222
+#   DEMO_PORT=2223 ./demo.sh
+#   DEMO_EXIT=1 ./demo.sh     # stop after the walkthrough instead of waiting
+set -euo pipefail
+cd "$(dirname "$0")"
+
+port="${DEMO_PORT:-2222}"
+connections=20
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Building release binaries"
+cargo build --release --locked -p bastiond -p bastionctl -p bastion-tests --bin bastiond --bin bastionctl --bin bastion-emulator
+bin="$PWD/target/release"
+
+demo="$(mktemp -d /tmp/bastiond-demo.XXXXXX)"
+export XDG_RUNTIME_DIR="$demo/run" XDG_CONFIG_HOME="$demo/config" XDG_STATE_HOME="$demo/state"
+mkdir -p "$XDG_RUNTIME_DIR" "$XDG_CONFIG_HOME/bastiond" "$XDG_STATE_HOME"
+chmod 700 "$XDG_RUNTIME_DIR"
+unset BASTIOND_SOCKET
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$demo"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then echo "timed out waiting for $what" >&2; exit 1; fi
+        sleep 0.1
+    done
+}
+
+step "Starting the Bastion emulator (Entra, ARM, Bastion data plane over TLS)"
+"$bin/bastion-emulator" --state-dir "$demo/emulator" 2>"$demo/emulator.log" &
+pids+=($!)
+wait_until 30 "the emulator" test -s "$demo/emulator/emulator.json"
+cat "$demo/emulator/emulator.json"
+cp "$demo/emulator/config.toml" "$XDG_CONFIG_HOME/bastiond/config.toml"
+# The daemon signs in with the Azure CLI credential; the emulator provides a fake `az`.
+export PATH="$demo/emulator/bin:$PATH"
+
+start_daemon() {
+    "$bin/bastiond" 2>>"$demo/bastiond.log" &
+    daemon_pid=$!
+    pids+=("$daemon_pid")
+    wait_until 30 "bastiond" "$bin/bastionctl" status
+}
+
+step "Starting bastiond (logs: $demo/bastiond.log)"
+start_daemon
+"$bin/bastionctl" status
+
+step "bastionctl forward add 10.1.0.4:22 $port --name demo-ssh"
+"$bin/bastionctl" forward add 10.1.0.4:22 "$port" --name demo-ssh
+
+step "Pushing bytes through 127.0.0.1:$port over $connections concurrent connections"
+push() {
+    local i=$1 reply
+    exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+    printf 'hello through the bastion %s\n' "$i" >&"$fd"
+    IFS= read -r -t 10 reply <&"$fd"
+    exec {fd}>&-
+    [[ "$reply" == "hello through the bastion $i" ]] || { echo "connection $i: got '$reply'" >&2; return 1; }
+}
+for i in $(seq 1 "$connections"); do push "$i" & done
+failed=0
+for job in $(jobs -p); do
+    [[ " ${pids[*]} " == *" $job "* ]] && continue
+    wait "$job" || failed=$((failed + 1))
+done
+echo "$((connections - failed))/$connections connections echoed their bytes"
+"$bin/bastionctl" forward list
+
+step "Restarting the daemon: the forward comes back"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" || true
+start_daemon
+"$bin/bastionctl" forward list
+push again
+
+echo
+echo "Everything works. The demo environment is still running; from another terminal:"
+echo "  export BASTIOND_SOCKET=$XDG_RUNTIME_DIR/bastiond/bastiond.sock"
+echo "  $bin/bastionctl forward list"
+echo "  $bin/bastionctl forward watch"
+[[ -n "${DEMO_EXIT:-}" ]] && exit 0
+echo "Press Ctrl-C to stop it and remove $demo."
+wait "$daemon_pid"

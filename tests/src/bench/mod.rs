@@ -1,0 +1,91 @@
+//! The benchmark behind `cargo run --release -p bastion-tests --bin bench`:
+//! the same workloads through (a) a real `bastiond` forward, (b) a bare
+//! protocol client in this process (the floor of what the protocol costs) and
+//! (c) direct TCP to the emulator's services, all through one in-process
+//! emulator, side by side in every run.
+//!
+//! - [`options`]: flags and the sizes they resolve to
+//! - [`world`]: emulator, daemon and forwards, bare client, the paths' routes
+//! - [`bare`]: the bare protocol client (token POST, WebSocket, pump, DELETE);
+//!   [`bare_child`]: running it as the `bench-bare` process
+//! - [`sink`]: an upload sink that answers without waiting for EOF
+//! - [`pattern`]: the bytes moved and their checks
+//! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
+//! - [`suite`]: one run, measurement by measurement
+//! - [`metric`], [`stats`]: named figures, percentiles, medians, ratios
+//! - [`targets`]: the performance goals judged on the figures
+//! - [`machine`], [`report`]: what ran where, the table and the JSON file
+
+pub mod bare;
+pub mod bare_child;
+pub mod bulk;
+pub mod concurrency;
+pub mod latency;
+pub mod machine;
+pub mod metric;
+pub mod options;
+pub mod pattern;
+pub mod report;
+pub mod resources;
+pub mod sink;
+pub mod stats;
+pub mod suite;
+pub mod targets;
+pub mod world;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use machine::Machine;
+use metric::Sheet;
+use options::{Flags, Options};
+use report::Report;
+
+/// What the README tells people to run; the flags given are appended.
+const COMMAND: &str = "cargo run --release -p bastion-tests --bin bench --";
+/// Where the JSON goes by default, under the Cargo target directory.
+const DEFAULT_JSON: &str = "bench/bench.json";
+
+/// Runs the benchmark `flags` asks for; failures are in the report.
+pub async fn run(flags: &Flags) -> anyhow::Result<Report> {
+    let opts = Options::resolve(flags);
+    let mut machine = Machine::describe();
+    let bytes = opts.bulk_bytes;
+    let upload_sha256 = tokio::task::spawn_blocking(move || pattern::sha256_hex(bytes))
+        .await
+        .context("hashing the upload")?;
+    let mut runs = Vec::with_capacity(opts.runs);
+    let mut failures = Vec::new();
+    for i in 1..=opts.runs {
+        let tag = format!("run {i}/{}", opts.runs);
+        let out = suite::run(&opts, &tag, &upload_sha256).await;
+        runs.push(out.sheet);
+        failures.extend(out.failures);
+    }
+    machine.load_after = machine::load_average();
+    let median = Sheet::medians(&runs);
+    let targets = targets::judge(&median, &runs);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    Ok(Report {
+        command: format!("{COMMAND} {}", args.join(" "))
+            .trim_end_matches([' ', '-'])
+            .to_owned(),
+        machine,
+        options: opts,
+        median,
+        runs,
+        targets,
+        failures,
+    })
+}
+
+/// `<target dir>/bench/bench.json`, the target dir being the one this
+/// binary was built into (`target/release/bench` → `target/`).
+pub fn default_json_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join(DEFAULT_JSON)
+}

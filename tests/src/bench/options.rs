@@ -1,0 +1,133 @@
+//! The benchmark's flags and the sizes they resolve to. Every size has a full
+//! default (what BENCHMARKS.md records) and a `--quick` default for a smoke run;
+//! a flag given explicitly wins over both.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Bulk transfer size per direction and path: big enough that connection setup
+/// and TCP slow start vanish in the figure.
+const BULK_MIB: u64 = 256;
+const QUICK_BULK_MIB: u64 = 16;
+/// Sequential connections timed for setup latency; 200 gives a stable p99.
+const SETUP_CONNS: usize = 200;
+const QUICK_SETUP_CONNS: usize = 40;
+/// 64-byte round trips timed on one connection.
+const RTT_COUNT: usize = 2000;
+const QUICK_RTT_COUNT: usize = 200;
+/// Concurrency levels: one connection up to a busy developer machine's worth.
+const CONC_LEVELS: [usize; 4] = [1, 10, 100, 1000];
+/// Bytes echoed per concurrency level, split across its connections.
+const CONC_MIB: u64 = 64;
+const QUICK_CONC_MIB: u64 = 8;
+/// Idle connections held open to measure the daemon's memory per connection.
+const IDLE_CONNS: usize = 1000;
+const QUICK_IDLE_CONNS: usize = 100;
+/// CPU is sampled in clock ticks (10 ms): 5 s resolves 0.2 % of one core.
+const IDLE_SECS: u64 = 5;
+const QUICK_IDLE_SECS: u64 = 1;
+/// Extra forwards added to measure the daemon's memory per forward.
+const EXTRA_FORWARDS: usize = 16;
+const QUICK_EXTRA_FORWARDS: usize = 4;
+/// Independent runs (fresh emulator and daemon each); figures are their medians.
+const RUNS: usize = 3;
+const QUICK_RUNS: usize = 1;
+
+/// Benchmark of bastiond against the Bastion emulator: (a) a bastiond forward,
+/// (b) a bare protocol client without daemon, (c) direct TCP, side by side.
+///
+/// Needs the release binaries: `cargo build --release --workspace` first.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version)]
+pub struct Flags {
+    /// Small sizes and one run: a smoke test of the benchmark itself.
+    #[arg(long)]
+    pub quick: bool,
+    /// Independent runs; the table shows their medians [default: 3, quick: 1].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// MiB per bulk transfer (upload, download, both ways) [default: 256, quick: 16].
+    #[arg(long)]
+    pub bulk_mib: Option<u64>,
+    /// Sequential connections timed for setup latency [default: 200, quick: 40].
+    #[arg(long)]
+    pub setup_conns: Option<usize>,
+    /// 64-byte round trips timed [default: 2000, quick: 200].
+    #[arg(long)]
+    pub rtt_count: Option<usize>,
+    /// Concurrency levels, comma-separated [default: 1,10,100,1000].
+    #[arg(long, value_delimiter = ',')]
+    pub conc_levels: Option<Vec<usize>>,
+    /// MiB echoed per concurrency level, split across its connections [default: 64, quick: 8].
+    #[arg(long)]
+    pub conc_mib: Option<u64>,
+    /// Idle connections held to measure daemon RSS per connection [default: 1000, quick: 100].
+    #[arg(long)]
+    pub idle_conns: Option<usize>,
+    /// Seconds of each idle CPU sample [default: 5, quick: 1].
+    #[arg(long)]
+    pub idle_secs: Option<u64>,
+    /// Run the bare client (b) inside the bench process instead of as the
+    /// `bench-bare` process: the protocol's absolute floor, without the
+    /// process boundary a daemon cannot avoid.
+    #[arg(long)]
+    pub bare_in_process: bool,
+    /// Where the JSON report goes [default: target/bench/bench.json].
+    #[arg(long, value_name = "PATH")]
+    pub json_out: Option<PathBuf>,
+}
+
+/// The resolved sizes of a benchmark run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Options {
+    pub quick: bool,
+    pub bare_in_process: bool,
+    pub runs: usize,
+    pub bulk_bytes: u64,
+    pub setup_conns: usize,
+    pub rtt_count: usize,
+    pub conc_levels: Vec<usize>,
+    pub conc_bytes: u64,
+    pub idle_conns: usize,
+    pub idle_window: Duration,
+    pub extra_forwards: usize,
+}
+
+impl Options {
+    pub fn resolve(flags: &Flags) -> Options {
+        let q = flags.quick;
+        let pick = |given: Option<u64>, full: u64, quick: u64| {
+            given.unwrap_or(if q { quick } else { full })
+        };
+        let pick_n = |given: Option<usize>, full: usize, quick: usize| {
+            given.unwrap_or(if q { quick } else { full })
+        };
+        Options {
+            quick: q,
+            bare_in_process: flags.bare_in_process,
+            runs: pick_n(flags.runs, RUNS, QUICK_RUNS).max(1),
+            bulk_bytes: pick(flags.bulk_mib, BULK_MIB, QUICK_BULK_MIB).max(1) << 20,
+            setup_conns: pick_n(flags.setup_conns, SETUP_CONNS, QUICK_SETUP_CONNS).max(1),
+            rtt_count: pick_n(flags.rtt_count, RTT_COUNT, QUICK_RTT_COUNT).max(1),
+            conc_levels: flags
+                .conc_levels
+                .clone()
+                .unwrap_or_else(|| CONC_LEVELS.to_vec())
+                .into_iter()
+                .filter(|&n| n > 0)
+                .collect(),
+            conc_bytes: pick(flags.conc_mib, CONC_MIB, QUICK_CONC_MIB).max(1) << 20,
+            idle_conns: pick_n(flags.idle_conns, IDLE_CONNS, QUICK_IDLE_CONNS),
+            idle_window: Duration::from_secs(
+                pick(flags.idle_secs, IDLE_SECS, QUICK_IDLE_SECS).max(1),
+            ),
+            extra_forwards: if q {
+                QUICK_EXTRA_FORWARDS
+            } else {
+                EXTRA_FORWARDS
+            },
+        }
+    }
+}

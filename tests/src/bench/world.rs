@@ -1,0 +1,218 @@
+//! The world one run measures: an in-process emulator, the real `bastiond`
+//! (release build, via the e2e harness: temp XDG dirs, the fake az on PATH,
+//! READY=1), its forwards added with the real `bastionctl`, the bare client's
+//! forwarder and the counting sink mapped into the VNet. Each [`Path`] has
+//! its [`Routes`] to echo, source and sink.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::bare::Bare;
+use super::bare_child::BareChild;
+use super::resources::Process;
+use super::sink;
+use crate::emulator::{ECHO_IP, INFO_FILE, SOURCE_IP};
+use crate::harness::net::local;
+use crate::harness::{Daemon, TestEnv};
+
+/// The daemon logs as a user's would by default; debug logs would bill every
+/// connection for formatting.
+const DAEMON_LOG_LEVEL: &str = "info";
+/// Ports of the targets: echo and chargen by tradition (the VNet serves any).
+const ECHO_PORT: u16 = 7;
+const SOURCE_PORT: u16 = 19;
+/// Waiting for every Bastion session to end: the daemon lingers 2 s after a
+/// client's EOF, and 1000 sessions take a moment to DELETE.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The three ways a workload reaches the emulator's services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// (a) a bastiond forward.
+    Daemon,
+    /// (b) the bare protocol client, no daemon.
+    Bare,
+    /// (c) direct TCP, no tunnel.
+    Direct,
+}
+
+impl Path {
+    pub const ALL: [Path; 3] = [Path::Daemon, Path::Bare, Path::Direct];
+
+    fn index(self) -> usize {
+        match self {
+            Path::Daemon => 0,
+            Path::Bare => 1,
+            Path::Direct => 2,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Daemon => "(a) bastiond",
+            Path::Bare => "(b) bare",
+            Path::Direct => "(c) direct",
+        }
+    }
+}
+
+/// Where a path's workloads connect.
+#[derive(Clone, Copy, Debug)]
+pub struct Routes {
+    pub echo: SocketAddr,
+    pub source: SocketAddr,
+    pub sink: SocketAddr,
+}
+
+pub struct World {
+    pub env: TestEnv,
+    pub daemon: Daemon,
+    /// The daemon's process.
+    pub process: Process,
+    /// The bare client's process, when it has one of its own.
+    pub bare_process: Option<Process>,
+    /// The `bench-bare` child; None when (b) runs in this process
+    /// (`--bare-in-process`, the protocol's absolute floor).
+    bare_child: Option<BareChild>,
+    routes: [Routes; 3],
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl World {
+    /// Emulator, counting sink, daemon (no forwards yet) and the bare forwarder.
+    pub async fn start(bare_in_process: bool) -> anyhow::Result<World> {
+        let env = TestEnv::start().await.context("starting the emulator")?;
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let sink_addr = sink::start(&tasks, &cancel)
+            .await
+            .context("starting the sink")?;
+        env.emulator
+            .map_target(IpAddr::V4(sink::SINK_IP), sink::SINK_PORT, sink_addr);
+        let daemon = Daemon::start_with(&env, &["--log-level", DAEMON_LOG_LEVEL], &[])
+            .await
+            .context("starting bastiond")?;
+        let process = Process::new(daemon.pid());
+        let targets = [
+            SocketAddrV4::new(ECHO_IP, ECHO_PORT),
+            SocketAddrV4::new(SOURCE_IP, SOURCE_PORT),
+            SocketAddrV4::new(sink::SINK_IP, sink::SINK_PORT),
+        ];
+        let (bare_child, addrs) = if bare_in_process {
+            let bare = Bare::new(env.emulator.info()).await?;
+            let mut addrs = Vec::new();
+            for target in targets {
+                addrs.push(
+                    bare.forward(*target.ip(), target.port(), &tasks, &cancel)
+                        .await?,
+                );
+            }
+            (None, addrs)
+        } else {
+            let info = env.emulator.info().config_file.with_file_name(INFO_FILE);
+            let (child, addrs) = BareChild::start(&info, &targets).await?;
+            (Some(child), addrs)
+        };
+        let bare_process = bare_child.as_ref().map(|c| Process::new(c.pid()));
+        let [echo, source, sink] = addrs[..] else {
+            anyhow::bail!("the bare client listens on {addrs:?}");
+        };
+        let bare_routes = Routes { echo, source, sink };
+        let services = env.emulator.info().services;
+        let direct = Routes {
+            echo: services.echo,
+            source: services.source,
+            sink: sink_addr,
+        };
+        Ok(World {
+            env,
+            daemon,
+            process,
+            bare_process,
+            bare_child,
+            // Daemon routes are filled in by `add_forwards`.
+            routes: [direct, bare_routes, direct],
+            tasks,
+            cancel,
+        })
+    }
+
+    /// Adds the daemon's echo, source and sink forwards with `bastionctl`.
+    pub async fn add_forwards(&mut self) -> anyhow::Result<()> {
+        let add = |target: String, name: &'static str| {
+            let env = &self.env;
+            async move {
+                let port = env.add_forward(&target, &["--name", name]).await?;
+                anyhow::Ok(local(port))
+            }
+        };
+        let echo = add(format!("{ECHO_IP}:{ECHO_PORT}"), "bench-echo").await?;
+        let source = add(format!("{SOURCE_IP}:{SOURCE_PORT}"), "bench-source").await?;
+        let sink = add(
+            format!("{}:{}", sink::SINK_IP, sink::SINK_PORT),
+            "bench-sink",
+        )
+        .await?;
+        self.routes[Path::Daemon.index()] = Routes { echo, source, sink };
+        Ok(())
+    }
+
+    /// `n` more forwards (to the echo, on other ports) that carry no traffic.
+    pub async fn add_idle_forwards(&self, n: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            let target = format!("{ECHO_IP}:{}", 1000 + i);
+            let name = format!("bench-idle-{i}");
+            self.env.add_forward(&target, &["--name", &name]).await?;
+        }
+        Ok(())
+    }
+
+    /// The process doing the forwarding on `path`, if it is one of its own.
+    pub fn process_of(&self, path: Path) -> Option<Process> {
+        match path {
+            Path::Daemon => Some(self.process),
+            Path::Bare => self.bare_process,
+            Path::Direct => None,
+        }
+    }
+
+    pub fn routes(&self, path: Path) -> Routes {
+        self.routes[path.index()]
+    }
+
+    /// Waits until the emulator has no live session and no open WebSocket,
+    /// so one measurement's teardown never overlaps the next.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        self.env
+            .emulator
+            .wait_for(
+                "every Bastion session to end",
+                |l| l.live_sessions == 0 && l.open_websockets == 0,
+                SETTLE_TIMEOUT,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// SIGTERM to the daemon (it deletes its sessions first), then the bare
+    /// client, the sink and the emulator; returns the sessions left behind.
+    pub async fn stop(mut self) -> anyhow::Result<u64> {
+        let status = self.daemon.stop().await?;
+        anyhow::ensure!(status.success(), "bastiond exited with {status}");
+        if let Some(child) = self.bare_child {
+            child.stop().await?;
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let leaked = self.env.emulator.ledger().live_sessions;
+        // Dropping the env cancels the emulator's tasks and removes its temp dirs.
+        drop(self.env);
+        Ok(leaked)
+    }
+}

@@ -1,0 +1,66 @@
+//! `bench`: bastiond against a bare protocol client and direct TCP, through
+//! the Bastion emulator. See `bastion_tests::bench` and BENCHMARKS.md.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bastion_tests::bench::{self, options::Flags};
+use clap::Parser as _;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// File descriptors a 1000-connection level needs in this process: the
+/// client socket, the bare client's accepted socket, its TLS WebSocket and
+/// token connection, the emulator's side of each and the target connection.
+const FDS_PER_CONNECTION: u64 = 8;
+const MAX_CONNECTIONS: u64 = 1000;
+/// Emulator and sink logs only when something is wrong.
+const DEFAULT_LOG_FILTER: &str = "warn";
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&flags) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ok(false) when some measurement failed (the report says which).
+fn run(flags: &Flags) -> anyhow::Result<bool> {
+    raise_fd_limit()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(bench::run(flags))?;
+    let json = flags
+        .json_out
+        .clone()
+        .unwrap_or_else(bench::default_json_path);
+    report.write_json(&json)?;
+    println!("{}", report.table());
+    println!("JSON: {}", json.display());
+    Ok(report.failures.is_empty())
+}
+
+/// The soft open-file limit up to the hard one (the daemon child inherits it).
+fn raise_fd_limit() -> anyhow::Result<()> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
+    }
+    if hard < FDS_PER_CONNECTION * MAX_CONNECTIONS {
+        eprintln!("bench: warning: only {hard} open files allowed; 1000 connections may fail");
+    }
+    Ok(())
+}

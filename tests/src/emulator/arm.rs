@@ -1,0 +1,118 @@
+//! Azure Resource Manager: `GET .../providers/Microsoft.Network/bastionHosts/{name}`,
+//! Bearer-authenticated, path matched case-insensitively as ARM does.
+
+use http::{HeaderMap, StatusCode, Uri, header};
+use serde_json::{Value, json};
+
+use super::http::{Resp, arm_error, json, query_param};
+use super::tokens::TokenError;
+use super::{BastionSpec, Shared};
+
+/// Where the emulated bastions live; only cosmetic.
+const LOCATION: &str = "westeurope";
+/// Instances per bastion as ARM reports them (Standard default).
+const SCALE_UNITS: u32 = 2;
+
+pub(crate) fn get_bastion(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
+    let ledger = &shared.ledger;
+    ledger.update(|l| l.arm_calls += 1);
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(bearer) = bearer else {
+        ledger.reject("arm_missing_token");
+        return arm_error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        );
+    };
+    match shared.signer.verify(bearer.trim()) {
+        Ok(_) => {}
+        Err(TokenError::Expired) => {
+            ledger.reject("arm_expired_token");
+            return arm_error(
+                StatusCode::UNAUTHORIZED,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            );
+        }
+        Err(e) => {
+            ledger.reject("arm_invalid_token");
+            return arm_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                &format!("The access token is invalid: {e}."),
+            );
+        }
+    }
+    if query_param(uri, "api-version").is_none() {
+        ledger.reject("arm_missing_api_version");
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
+    }
+    let path = uri.path().trim_end_matches('/');
+    let found = shared
+        .faults
+        .bastions()
+        .into_iter()
+        .find(|b| b.resource_id().eq_ignore_ascii_case(path));
+    match found {
+        Some(b) => {
+            tracing::info!(bastion = %b.name, "arm bastion lookup");
+            json(StatusCode::OK, &bastion_json(&b, &shared.endpoint))
+        }
+        None => {
+            ledger.reject("arm_not_found");
+            let name = path.rsplit('/').next().unwrap_or_default();
+            arm_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!(
+                    "The Resource 'Microsoft.Network/bastionHosts/{name}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+                ),
+            )
+        }
+    }
+}
+
+fn bastion_json(b: &BastionSpec, endpoint: &str) -> Value {
+    let id = b.resource_id();
+    let rg_id = format!(
+        "/subscriptions/{}/resourceGroups/{}",
+        b.subscription, b.resource_group
+    );
+    json!({
+        "name": b.name,
+        "id": id,
+        "etag": format!("W/\"{}\"", hex::encode(rand::random::<[u8; 8]>())),
+        "type": "Microsoft.Network/bastionHosts",
+        "location": LOCATION,
+        "sku": { "name": b.sku },
+        "properties": {
+            "provisioningState": "Succeeded",
+            "dnsName": endpoint,
+            "scaleUnits": SCALE_UNITS,
+            "enableTunneling": b.enable_tunneling,
+            "enableIpConnect": b.enable_ip_connect,
+            "disableCopyPaste": false,
+            "enableFileCopy": false,
+            "enableShareableLink": false,
+            "enableKerberos": false,
+            "ipConfigurations": [{
+                "name": "IpConf",
+                "id": format!("{id}/bastionHostIpConfigurations/IpConf"),
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "privateIPAllocationMethod": "Dynamic",
+                    "publicIPAddress": { "id": format!("{rg_id}/providers/Microsoft.Network/publicIPAddresses/{}-pip", b.name) },
+                    "subnet": { "id": format!("{rg_id}/providers/Microsoft.Network/virtualNetworks/vnet-{}/subnets/AzureBastionSubnet", b.key) }
+                }
+            }]
+        }
+    })
+}

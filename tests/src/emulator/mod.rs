@@ -1,0 +1,284 @@
+//! The Bastion emulator: Entra ID, Azure Resource Manager and the Azure Bastion data
+//! plane over real TLS on 127.0.0.1, with a private VNet of test services, a ledger
+//! of what it saw and fault switches. Tests, demo and benchmarks all stand on it.
+//!
+//! Files: `tls` certificates, `tokens` signing, `entra` token endpoint, `arm` bastion
+//! lookup, `dataplane` token POST/DELETE, `sessions` their state, `tunnel` the
+//! WebSocket upgrade, `relay` the byte pump, `vnet` target services, `ledger`
+//! counters, `faults` switches, `fake_az` the Azure CLI stand-in, `info` files on
+//! disk, `http` response helpers, `server` the listener and router.
+
+mod arm;
+pub mod client;
+mod dataplane;
+mod entra;
+mod fake_az;
+mod faults;
+mod http;
+mod info;
+mod ledger;
+mod relay;
+mod server;
+mod sessions;
+mod tls;
+mod tokens;
+mod tunnel;
+mod vnet;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use fake_az::az_main;
+pub use faults::{DropMode, FaultBody, Faults, HandshakeQuirk};
+pub use info::EmulatorInfo;
+pub use ledger::Ledger;
+pub use sessions::WS_TOKEN_TTL;
+pub use tls::client_config;
+pub use vnet::{ECHO_IP, REFUSING_IP, SINK_IP, SOURCE_IP, Services, source_byte};
+
+/// Fixed tenant id of the emulated directory.
+pub const TENANT_ID: &str = "72f988bf-0000-0000-0000-00000000beef";
+/// Fixed client id of the emulated app registration.
+pub const CLIENT_ID: &str = "bastiond-test-client";
+/// Subscription the default bastions live in.
+pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000a1b2";
+/// Written last in the state dir: its presence means the emulator is ready.
+pub const INFO_FILE: &str = "emulator.json";
+/// Entra tokens live 60–90 minutes; one hour by default.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How to start an emulator.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    pub state_dir: PathBuf,
+    /// 0 = OS-chosen.
+    pub port: u16,
+    /// Default: one Standard bastion "hub".
+    pub bastions: Vec<BastionSpec>,
+    /// Entra/az token lifetime.
+    pub token_lifetime: Duration,
+    /// The bastion-emulator binary, used by the fake az; None = no fake az.
+    pub emulator_exe: Option<PathBuf>,
+}
+
+impl EmulatorConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            port: 0,
+            bastions: vec![BastionSpec::standard("hub")],
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            emulator_exe: None,
+        }
+    }
+}
+
+/// One emulated bastion host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BastionSpec {
+    /// Name in config.toml `[bastions.<key>]`, e.g. "hub".
+    pub key: String,
+    /// ARM name, e.g. "bastion-hub".
+    pub name: String,
+    pub subscription: String,
+    pub resource_group: String,
+    /// "Standard" | "Premium" | "Basic" | "Developer"
+    pub sku: String,
+    pub enable_tunneling: bool,
+    pub enable_ip_connect: bool,
+}
+
+impl BastionSpec {
+    /// name "bastion-<key>", rg "rg-<key>", Standard, tunnelling and IP connect on.
+    pub fn standard(key: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            name: format!("bastion-{key}"),
+            subscription: DEFAULT_SUBSCRIPTION.to_owned(),
+            resource_group: format!("rg-{key}"),
+            sku: "Standard".to_owned(),
+            enable_tunneling: true,
+            enable_ip_connect: true,
+        }
+    }
+
+    pub fn resource_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/bastionHosts/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+/// State every endpoint shares.
+pub(crate) struct Shared {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) endpoint: String,
+    pub(crate) signer: tokens::Signer,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) ledger: ledger::LedgerHandle,
+    pub(crate) vnet: vnet::Vnet,
+    pub(crate) sessions: sessions::Sessions,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A running emulator; `shutdown` stops every task it started.
+pub struct Emulator {
+    info: EmulatorInfo,
+    shared: Arc<Shared>,
+}
+
+impl Emulator {
+    /// Starts serving and writes `state_dir/{ca.pem, config.toml, bin/az, emulator.json}`
+    /// (emulator.json last: its presence means ready).
+    pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Emulator> {
+        Self::start_with_faults(cfg, |_| {}).await
+    }
+
+    /// Like `start`, with `arm` setting faults before `emulator.json` announces readiness
+    /// (so no client can get in before them).
+    pub async fn start_with_faults(
+        cfg: EmulatorConfig,
+        arm: impl FnOnce(&Faults),
+    ) -> anyhow::Result<Emulator> {
+        anyhow::ensure!(
+            !cfg.bastions.is_empty(),
+            "the emulator needs at least one bastion"
+        );
+        let dir = &cfg.state_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // A stale emulator.json from an earlier run would announce readiness too early.
+        match std::fs::remove_file(dir.join(INFO_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context("removing a stale emulator.json");
+            }
+            _ => {}
+        }
+        let server_tls = tls::generate().context("generating certificates")?;
+        let ca_file = dir.join("ca.pem");
+        info::write_atomic(&ca_file, server_tls.ca_pem.as_bytes())?;
+
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{}", cfg.port))?;
+        let endpoint = listener.local_addr()?.to_string();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let vnet = vnet::Vnet::start(&tracker, &cancel)
+            .await
+            .context("starting VNet services")?;
+
+        let info = EmulatorInfo {
+            endpoint: endpoint.clone(),
+            ca_file: ca_file.clone(),
+            bastion_resource_id: cfg.bastions[0].resource_id(),
+            tenant_id: TENANT_ID.to_owned(),
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: random_secret(),
+            az_path: None,
+            config_file: dir.join("config.toml"),
+            services: vnet.services(),
+        };
+        let shared = Arc::new(Shared {
+            tenant_id: info.tenant_id.clone(),
+            client_id: info.client_id.clone(),
+            client_secret: info.client_secret.clone(),
+            endpoint: endpoint.clone(),
+            signer: tokens::Signer::new(TENANT_ID),
+            faults: Arc::new(Faults::new(cfg.token_lifetime, cfg.bastions.clone())),
+            ledger: ledger::LedgerHandle::new(),
+            vnet,
+            sessions: sessions::Sessions::default(),
+            cancel,
+            tracker,
+        });
+        arm(&shared.faults);
+        server::spawn_accept_loop(shared.clone(), listener, server_tls.acceptor);
+        let mut emulator = Emulator { info, shared };
+        if let Err(e) = emulator.write_files(&cfg) {
+            emulator.shared.cancel.cancel();
+            return Err(e);
+        }
+        tracing::info!(endpoint, "emulator ready");
+        Ok(emulator)
+    }
+
+    fn write_files(&mut self, cfg: &EmulatorConfig) -> anyhow::Result<()> {
+        let info = &mut self.info;
+        if let Some(exe) = &cfg.emulator_exe {
+            let bin = cfg.state_dir.join("bin");
+            info.az_path = Some(fake_az::write_script(
+                &bin,
+                exe,
+                &info.endpoint,
+                &info.ca_file,
+            )?);
+        }
+        let toml = info::config_toml(&cfg.bastions, &info.endpoint, &info.ca_file);
+        info::write_atomic(&info.config_file, toml.as_bytes())?;
+        let json = serde_json::to_vec_pretty(&*info)?;
+        info::write_atomic(&cfg.state_dir.join(INFO_FILE), &json)
+    }
+
+    /// The same as `emulator.json`.
+    pub fn info(&self) -> &EmulatorInfo {
+        &self.info
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// A snapshot of the counters.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.ledger.snapshot()
+    }
+
+    /// Waits until `pred` holds, woken on every ledger change; the error names `what`
+    /// and shows the last ledger.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&Ledger) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Ledger> {
+        self.shared.ledger.wait_for(what, pred, timeout).await
+    }
+
+    /// Makes `ip:port` in the VNet reach `to` (e.g. 10.1.0.8:22 -> a real sshd).
+    pub fn map_target(&self, ip: IpAddr, port: u16, to: SocketAddr) {
+        self.shared.vnet.map(ip, port, to);
+    }
+
+    /// Stops listening, closes live tunnels (Close 1001) and waits for every task.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+        tracing::info!("emulator stopped");
+    }
+}
+
+/// An emulator dropped without `shutdown` (say, by a panicking test) still stops
+/// listening; only `shutdown` waits for the tasks to finish.
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+/// Shaped like an Entra client secret (40 URL-safe characters), random per start.
+fn random_secret() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 30]>())
+}

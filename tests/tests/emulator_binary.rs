@@ -1,0 +1,217 @@
+//! The `bastion-emulator` binary (flags, emulator.json, SIGTERM) and the fake `az`
+//! it provides, run the way azure_identity runs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bastion_tests::emulator::EmulatorInfo;
+use common::*;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const EXE: &str = env!("CARGO_BIN_EXE_bastion-emulator");
+/// How often to look for emulator.json: a file appearing has no event to wait on.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs az exactly as azure_identity does: `/bin/sh -c "cd /bin && az …"` via PATH.
+fn run_az(bin_dir: &Path, args: &str) -> Output {
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("cd /bin && az {args}"))
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+async fn run_az_async(bin_dir: PathBuf, args: &'static str) -> Output {
+    tokio::task::spawn_blocking(move || run_az(&bin_dir, args))
+        .await
+        .unwrap()
+}
+
+fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + T;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_az_output_failures_and_counting() {
+    let env = Env::start_with(|c| c.emulator_exe = Some(EXE.into()), |_| {}).await;
+    let info = env.emu.info().clone();
+    let az = info.az_path.clone().unwrap();
+    let bin = az.parent().unwrap().to_path_buf();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&az).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o755);
+
+    let out = run_az_async(
+        bin.clone(),
+        "account get-access-token -o json --scope https://management.azure.com/.default",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "accessToken",
+            "expiresOn",
+            "expires_on",
+            "subscription",
+            "tenant",
+            "tokenType"
+        ]
+    );
+    assert_eq!(v["tokenType"], "Bearer");
+    assert_eq!(v["tenant"], info.tenant_id.as_str());
+    let expires_on = v["expires_on"].as_u64().unwrap();
+    assert!(expires_on > bastion_tests_now() + 3500);
+    let expires = v["expiresOn"].as_str().unwrap();
+    assert_eq!(
+        expires.len(),
+        "2026-11-24 21:12:05.000000".len(),
+        "{expires}"
+    );
+    // The token it printed is one ARM accepts.
+    let token = v["accessToken"].as_str().unwrap();
+    env.client.session(token, "10.1.0.4", 22).await.unwrap();
+
+    let out = run_az_async(bin.clone(), "account get-access-token --output json --resource https://management.core.windows.net/ --subscription \"sub-x\"").await;
+    assert!(out.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["subscription"],
+        "sub-x"
+    );
+
+    env.emu.faults().fail_az(1);
+    let out = run_az_async(
+        bin.clone(),
+        "account get-access-token -o json --scope https://management.azure.com/.default",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Please run 'az login'"));
+
+    let out = run_az_async(bin.clone(), "account get-access-token -o json --scope https://management.azure.com/.default --tenant other").await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_az_async(bin.clone(), "account get-access-token --bogus").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("ERROR: unrecognized arguments"));
+
+    let l = env.emu.ledger();
+    // The usage error never reached the emulator.
+    assert_eq!(l.az_calls, 4);
+    assert_eq!(
+        (
+            l.rejected("injected_az_failure"),
+            l.rejected("az_unknown_tenant")
+        ),
+        (1, 1)
+    );
+}
+
+fn bastion_tests_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_with_flags_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["--state-dir", dir.path().to_str().unwrap()])
+        .args([
+            "--fail-token-posts",
+            "1",
+            "--fail-status",
+            "503",
+            "--fail-body",
+            "html",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let json = dir.path().join("emulator.json");
+    tokio::task::spawn_blocking({
+        let json = json.clone();
+        move || wait_for_file(&json)
+    })
+    .await
+    .unwrap();
+    let info = EmulatorInfo::load(&json).unwrap();
+    let client = bastion_tests::emulator::client::BastionClient::new(&info).unwrap();
+
+    // The fake az the binary wrote works, and its token opens a tunnel.
+    let out = run_az_async(
+        dir.path().join("bin"),
+        "account get-access-token -o json --scope https://management.core.windows.net//.default",
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = client.post_form(&[("aztoken", &token)]).await.unwrap();
+    assert_eq!(first.status(), 503);
+    assert!(
+        first.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let (session, ws) = client.tunnel(&token, "10.1.0.4", 22).await.unwrap();
+    echo_through(ws, &payload(10_000, 4)).await;
+    assert_eq!(client.delete(&session).await.unwrap(), 204);
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(POLL);
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{status:?}");
+    assert!(
+        status.1.contains("PATH="),
+        "summary on stderr: {}",
+        status.1
+    );
+    assert!(!status.1.contains(&token), "tokens never logged");
+}
