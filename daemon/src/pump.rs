@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -117,6 +117,9 @@ struct Activity {
     frame: AtomicU64,
     /// Milliseconds after `start` of the last data frame (the target is still talking).
     data: AtomicU64,
+    /// Set while a frame is being written to the client: a slow client, not
+    /// the tunnel, is why no frames are being read then.
+    delivering: AtomicBool,
 }
 
 impl Activity {
@@ -125,6 +128,7 @@ impl Activity {
             start: Instant::now(),
             frame: AtomicU64::new(0),
             data: AtomicU64::new(0),
+            delivering: AtomicBool::new(false),
         }
     }
 
@@ -138,6 +142,14 @@ impl Activity {
 
     fn data_received(&self) {
         self.data.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn set_delivering(&self, delivering: bool) {
+        self.delivering.store(delivering, Ordering::Relaxed);
+    }
+
+    fn delivering(&self) -> bool {
+        self.delivering.load(Ordering::Relaxed)
     }
 
     fn last_frame(&self) -> Instant {
@@ -207,10 +219,17 @@ where
     R: ClientRead,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // One read buffer, reused: each frame is split off it, and once
+    // tungstenite has copied a frame out (masking needs that copy anyway)
+    // `reserve` reclaims its room, so steady traffic allocates nothing. It is
+    // allocated on the first data and released when the tunnel goes idle
+    // long enough to be pinged, so idle connections hold none.
+    let mut buf = BytesMut::new();
     loop {
         tokio::select! {
             biased;
             () = ping.notified() => {
+                buf = BytesMut::new();
                 sink.send(Message::Ping(Default::default())).await.map_err(PumpError::Tunnel)?;
                 continue;
             }
@@ -223,7 +242,7 @@ where
         // the rest only taken if immediately available.
         let mut fed = false;
         loop {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            buf.reserve(READ_CHUNK);
             let read = if fed {
                 match reader.read_buf(&mut buf).now_or_never() {
                     Some(read) => read,
@@ -254,10 +273,16 @@ where
                     for meter in meters {
                         meter.up.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    sink.feed(Message::Binary(buf.freeze()))
+                    sink.feed(Message::Binary(buf.split().freeze()))
                         .await
                         .map_err(PumpError::Tunnel)?;
                     fed = true;
+                    // A long upload to a quiet target still answers keepalives.
+                    if ping.notified().now_or_never().is_some() {
+                        sink.feed(Message::Ping(Default::default()))
+                            .await
+                            .map_err(PumpError::Tunnel)?;
+                    }
                 }
             }
         }
@@ -326,8 +351,10 @@ where
             continue;
         }
         activity.data_received();
+        activity.set_delivering(true);
         writer.write_all(&data).await.map_err(PumpError::Client)?;
         writer.flush().await.map_err(PumpError::Client)?;
+        activity.set_delivering(false);
         for meter in meters {
             meter.down.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
@@ -340,16 +367,20 @@ where
 /// Pings the tunnel after `interval` without incoming frames; fails when
 /// nothing arrives within `timeout` of a ping.
 async fn watch_keepalive(activity: &Activity, ping: &Notify, keepalive: Keepalive) -> PumpError {
-    let last = || activity.last_frame();
     loop {
-        let seen = last();
+        let seen = activity.last_frame();
         sleep_until(seen + keepalive.interval).await;
-        if last() > seen {
+        if activity.last_frame() > seen {
+            continue;
+        }
+        if activity.delivering() {
+            // Frames wait unread while a slow client drains the last one.
+            sleep(keepalive.interval).await;
             continue;
         }
         ping.notify_one();
         sleep(keepalive.timeout).await;
-        if last() <= seen {
+        if activity.last_frame() <= seen && !activity.delivering() {
             return PumpError::Keepalive(keepalive.timeout);
         }
     }
@@ -441,6 +472,60 @@ mod tests {
         .unwrap();
         let error = task.await.unwrap().0.unwrap_err().to_string();
         assert!(error.contains("Connection to target failed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_not_a_stalled_tunnel() {
+        let (mut client, mut peer, task) = setup(FAST).await;
+        const TOTAL: usize = 4 << 20;
+        let sender = tokio::spawn(async move {
+            for _ in 0..TOTAL / READ_CHUNK {
+                peer.send(Message::Binary(vec![7u8; READ_CHUNK].into()))
+                    .await
+                    .unwrap();
+            }
+            peer
+        });
+        // Read nothing for several keepalive periods while the pipe is full.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(
+            !task.is_finished(),
+            "the tunnel was closed while the client was slow"
+        );
+        let mut got = vec![0u8; TOTAL];
+        client.read_exact(&mut got).await.unwrap();
+        let _peer = sender.await.unwrap();
+        assert!(!task.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_long_upload_to_a_quiet_target_keeps_answering_pings() {
+        let (mut client, mut peer, task) = setup(FAST).await;
+        let reader = tokio::spawn(async move {
+            let mut received = 0;
+            while let Some(Ok(message)) = peer.next().await {
+                if let Message::Binary(data) = message {
+                    received += data.len();
+                }
+            }
+            received
+        });
+        let chunk = vec![1u8; 16 * 1024];
+        let until = Instant::now() + Duration::from_millis(1000);
+        let mut sent = 0;
+        while Instant::now() < until {
+            client.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        assert!(
+            !task.is_finished(),
+            "the tunnel was closed during the upload"
+        );
+        drop(client);
+        let (result, traffic) = task.await.unwrap();
+        result.unwrap();
+        assert_eq!(traffic.up.load(Ordering::Relaxed), sent as u64);
+        assert_eq!(reader.await.unwrap(), sent);
     }
 
     #[tokio::test]

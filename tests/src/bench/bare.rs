@@ -154,6 +154,8 @@ impl Bare {
 async fn pump(socket: TcpStream, ws: ClientWs) -> anyhow::Result<()> {
     let (mut reader, mut writer) = socket.into_split();
     let (mut sink, mut stream) = ws.split();
+    // Each read becomes one frame; reads already waiting join the same
+    // flush, so bulk data is batched and a lone keystroke leaves at once.
     let up = async {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
@@ -162,7 +164,20 @@ async fn pump(socket: TcpStream, ws: ClientWs) -> anyhow::Result<()> {
                 sink.send(Message::Close(None)).await?;
                 return anyhow::Ok(());
             }
-            sink.send(Message::Binary(buf.split().freeze())).await?;
+            loop {
+                sink.feed(Message::Binary(buf.split().freeze())).await?;
+                buf.reserve(READ_CHUNK);
+                match reader.try_read_buf(&mut buf) {
+                    Ok(0) => {
+                        sink.send(Message::Close(None)).await?;
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            sink.flush().await?;
         }
     };
     let down = async {

@@ -100,7 +100,10 @@ impl Sheet {
         self.0.iter().find(|m| m.key == key)
     }
 
-    /// Per metric and path, the median over `runs` (keys in first-seen order).
+    /// Per metric and path, the median over `runs` (keys in first-seen
+    /// order). Ratios are medians of each run's own ratio: (a), (b) and (c)
+    /// run back to back within a run, so its ratio cancels the machine's
+    /// drift between runs, which a ratio of medians would not.
     pub fn medians(runs: &[Sheet]) -> Sheet {
         let mut keys: Vec<&Metric> = Vec::new();
         for metric in runs.iter().flat_map(|r| &r.0) {
@@ -110,20 +113,14 @@ impl Sheet {
         }
         let mut out = Sheet::default();
         for first in keys {
-            let of = |path: Path| {
-                stats::median(
-                    runs.iter()
-                        .map(|r| r.get(&first.key).and_then(|m| m.value(path))),
-                )
+            let of = |field: fn(&Metric) -> Option<f64>| {
+                stats::median(runs.iter().map(|r| r.get(&first.key).and_then(field)))
             };
-            let v = [of(Path::Daemon), of(Path::Bare), of(Path::Direct)];
-            out.0.push(Metric::new(
-                &first.key,
-                &first.label,
-                first.unit,
-                first.better,
-                v,
-            ));
+            let v = [of(|m| m.daemon), of(|m| m.bare), of(|m| m.direct)];
+            let mut metric = Metric::new(&first.key, &first.label, first.unit, first.better, v);
+            metric.a_over_b = of(|m| m.a_over_b);
+            metric.a_over_c = of(|m| m.a_over_c);
+            out.0.push(metric);
         }
         out
     }

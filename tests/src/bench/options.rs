@@ -91,11 +91,16 @@ pub struct Options {
     pub conc_levels: Vec<usize>,
     pub conc_bytes: u64,
     pub idle_conns: usize,
-    pub idle_window: Duration,
+    /// Seconds of each idle CPU sample.
+    pub idle_secs: u64,
     pub extra_forwards: usize,
 }
 
 impl Options {
+    pub fn idle_window(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+
     pub fn resolve(flags: &Flags) -> Options {
         let q = flags.quick;
         let pick = |given: Option<u64>, full: u64, quick: u64| {
@@ -120,9 +125,7 @@ impl Options {
                 .collect(),
             conc_bytes: pick(flags.conc_mib, CONC_MIB, QUICK_CONC_MIB).max(1) << 20,
             idle_conns: pick_n(flags.idle_conns, IDLE_CONNS, QUICK_IDLE_CONNS),
-            idle_window: Duration::from_secs(
-                pick(flags.idle_secs, IDLE_SECS, QUICK_IDLE_SECS).max(1),
-            ),
+            idle_secs: pick(flags.idle_secs, IDLE_SECS, QUICK_IDLE_SECS).max(1),
             extra_forwards: if q {
                 QUICK_EXTRA_FORWARDS
             } else {

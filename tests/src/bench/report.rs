@@ -18,7 +18,7 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub options: Options,
-    /// Median over runs per figure and path; ratios are of the medians.
+    /// Median over runs per figure and path; ratios are medians of per-run ratios.
     pub median: Sheet,
     pub runs: Vec<Sheet>,
     pub targets: Vec<Verdict>,
@@ -56,7 +56,7 @@ impl Report {
         let _ = writeln!(out, "command: {}", self.command);
         let _ = writeln!(
             out,
-            "medians of {} run(s); MB = 10^6 bytes; ratios are (a)/(b) and (a)/(c)\n",
+            "medians of {} run(s); MB = 10^6 bytes; a/b and a/c: medians of each run's ratio\n",
             self.runs.len()
         );
         let rows: Vec<[String; 7]> = self

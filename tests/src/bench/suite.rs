@@ -94,10 +94,12 @@ impl Run<'_> {
         if !self.daemon_at_rest().await {
             return false;
         }
+        // Latency first, on a fresh daemon: after the bursts of connections
+        // below, pools of idle HTTPS connections linger for a while.
         self.warm_up().await;
+        self.latency().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;
-        self.latency().await;
         self.concurrency().await;
         true
     }
@@ -122,7 +124,7 @@ impl Run<'_> {
         let per_forward = self
             .note("RSS per forward", per_forward)
             .map(|d| d / extra.max(1) as f64);
-        let cpu = process.cpu_percent_over(self.opts.idle_window).await;
+        let cpu = process.cpu_percent_over(self.opts.idle_window()).await;
         let cpu = self.note("idle CPU", cpu);
         let sheet = &mut self.out.sheet;
         sheet.daemon(
@@ -175,7 +177,7 @@ impl Run<'_> {
             let before = process.rss_kib();
             let opened = resources::open_idle(self.world.routes(path).echo, n).await;
             let after = process.rss_kib();
-            let busy = process.cpu_percent_over(self.opts.idle_window).await;
+            let busy = process.cpu_percent_over(self.opts.idle_window()).await;
             let per_conn = match (before, &opened, after) {
                 (Ok(before), Ok(_), Ok(after)) => Ok((after as f64 - before as f64) / n as f64),
                 (Err(e), _, _) | (_, _, Err(e)) => Err(e),

@@ -1,8 +1,9 @@
 //! The world one run measures: an in-process emulator, the real `bastiond`
 //! (release build, via the e2e harness: temp XDG dirs, the fake az on PATH,
-//! READY=1), its forwards added with the real `bastionctl`, the bare client's
-//! forwarder and the counting sink mapped into the VNet. Each [`Path`] has
-//! its [`Routes`] to echo, source and sink.
+//! READY=1), its forwards added with the real `bastionctl`, the bare client
+//! (the `bench-bare` process, or in this process with `--bare-in-process`) and
+//! the counting sink mapped into the VNet. Each [`Path`] has its [`Routes`] to
+//! echo, source and sink.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -84,7 +85,7 @@ pub struct World {
 }
 
 impl World {
-    /// Emulator, counting sink, daemon (no forwards yet) and the bare forwarder.
+    /// Emulator, counting sink, daemon (no forwards yet) and the bare client.
     pub async fn start(bare_in_process: bool) -> anyhow::Result<World> {
         let env = TestEnv::start().await.context("starting the emulator")?;
         let tasks = TaskTracker::new();
