@@ -118,7 +118,7 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
             };
         }
     }
-    let text = String::from_utf8_lossy(body);
+    let text = html_text(&String::from_utf8_lossy(body));
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.is_empty() {
         format!(
@@ -322,6 +322,35 @@ impl Drop for LiveSession {
         );
     }
 }
+/// What a person should read of an error page: its `<title>` (a Tomcat page
+/// opens with a `<style>` block), else the text between the tags. Non-HTML
+/// passes through unchanged.
+fn html_text(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    if let (Some(start), Some(end)) = (lower.find("<title>"), lower.find("</title>")) {
+        let start = start + "<title>".len();
+        if start < end {
+            return body[start..end].to_owned();
+        }
+    }
+    if !lower.trim_start().starts_with('<') {
+        return body.to_owned();
+    }
+    let mut text = String::with_capacity(body.len());
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
 
 #[cfg(test)]
 mod tests {
@@ -348,8 +377,14 @@ mod tests {
             "x".repeat(500)
         );
         let m = error_message(400, html.as_bytes());
-        assert!(m.starts_with("<html><body><h1>HTTP Status 400"), "{m}");
+        assert!(m.starts_with("HTTP Status 400 – Bad Request x"), "{m}");
         assert!(m.chars().count() <= SNIPPET_CHARS + 1);
+        let tomcat = "<!doctype html><html lang=\"en\"><head><title>HTTP Status 400 – Bad Request</title>\
+            <style type=\"text/css\">body {font-family:Tahoma;}</style></head><body><h1>HTTP Status 400</h1></body></html>";
+        assert_eq!(
+            error_message(400, tomcat.as_bytes()),
+            "HTTP Status 400 – Bad Request"
+        );
         assert_eq!(error_message(502, b""), "Bad Gateway (empty body)");
         assert_eq!(error_message(500, &[0xff, 0xfe]), "\u{fffd}\u{fffd}");
     }
