@@ -183,13 +183,7 @@ async fn quirk_no_upgrade_headers_still_tunnels() {
     let session = env.client.session(&token, "10.1.0.4", 22).await.unwrap();
     // tungstenite's client refuses such a 101, as a strict client would: go raw.
     let mut tls = env.client.tls_connect().await.unwrap();
-    let req = format!(
-        "GET /webtunnelv2/{}?X-Node-Id={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        session.websocket_token,
-        session.node_id,
-        env.emu.info().endpoint
-    );
+    let req = raw_upgrade_request(&env, &session);
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {

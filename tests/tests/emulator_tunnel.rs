@@ -174,13 +174,7 @@ async fn unmasked_frame_is_refused_with_1002() {
     let token = env.token().await;
     let session = env.client.session(&token, "10.1.0.4", 22).await.unwrap();
     let mut tls = env.client.tls_connect().await.unwrap();
-    let req = format!(
-        "GET /webtunnelv2/{}?X-Node-Id={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        session.websocket_token,
-        session.node_id,
-        env.emu.info().endpoint
-    );
+    let req = raw_upgrade_request(&env, &session);
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut head = vec![0u8; 4096];
     let n = tls.read(&mut head).await.unwrap();

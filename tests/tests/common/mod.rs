@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bastion_tests::emulator::client::{BastionClient, ClientWs};
+use bastion_tests::emulator::client::{BastionClient, ClientWs, SessionTokens};
 use bastion_tests::emulator::{Emulator, EmulatorConfig, Faults, Ledger};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -120,4 +120,16 @@ pub async fn next_close(ws: &mut ClientWs) -> Option<CloseFrame> {
             Some(Err(_)) | None => return None,
         }
     }
+}
+
+/// A hand-written RFC 6455 upgrade request for `session`, for tests that must see
+/// (or send) what tungstenite would refuse to.
+pub fn raw_upgrade_request(env: &Env, session: &SessionTokens) -> String {
+    format!(
+        "GET /webtunnelv2/{}?X-Node-Id={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        session.websocket_token,
+        session.node_id,
+        env.emu.info().endpoint
+    )
 }
