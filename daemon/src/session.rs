@@ -150,8 +150,8 @@ pub struct SessionTokens {
     pub websocket_token: Secret,
 }
 
-/// Asks the Bastion for a session to `target`.
-pub async fn create(
+/// Asks the Bastion for a session to `target` (see [`Sessions::create`]).
+async fn create(
     http: &reqwest::Client,
     host: &BastionHost,
     target: &Target,
@@ -205,11 +205,13 @@ pub async fn create(
     })
 }
 
-/// Every live session of the daemon, and the deletes still in flight.
+/// Every live session of the daemon, and the creations and deletes in flight.
 #[derive(Default)]
 pub struct Sessions {
     live: AtomicU64,
-    deletes: TaskTracker,
+    /// Requests that must finish even when their caller is gone, so that no
+    /// session is left on the Bastion; shutdown waits for them (bounded).
+    in_flight: TaskTracker,
 }
 
 impl Sessions {
@@ -218,8 +220,35 @@ impl Sessions {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Takes ownership of a freshly created session.
-    pub fn adopt(
+    /// Asks the Bastion for a session to `target` and takes ownership of it.
+    ///
+    /// The POST runs in a task of its own: were the caller cancelled while it
+    /// is in flight (a forward removed, a `connect` client gone, shutdown), the
+    /// Bastion would keep a session whose token nobody has. The task finishes
+    /// regardless, and an unclaimed `LiveSession` deletes itself when dropped.
+    pub async fn create(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        host: &BastionHost,
+        target: &Target,
+        aztoken: &Secret,
+    ) -> Result<(LiveSession, SessionTokens), SessionError> {
+        let (sessions, http, host, target, aztoken) = (
+            self.clone(),
+            http.clone(),
+            host.clone(),
+            target.clone(),
+            aztoken.clone(),
+        );
+        let task = self.in_flight.spawn(async move {
+            let tokens = create(&http, &host, &target, &aztoken).await?;
+            Ok((sessions.adopt(&http, &host.dns_name, &tokens), tokens))
+        });
+        task.await
+            .unwrap_or_else(|e| Err(SessionError::Tunnel(format!("session request failed: {e}"))))
+    }
+
+    fn adopt(
         self: &Arc<Self>,
         http: &reqwest::Client,
         dns_name: &str,
@@ -237,10 +266,11 @@ impl Sessions {
         }
     }
 
-    /// Waits for in-flight deletes, at most `bound`. Returns how many sessions remain.
+    /// Waits for in-flight creations and deletes, at most `bound`. Returns how
+    /// many sessions remain.
     pub async fn drain(&self, bound: Duration) -> u64 {
-        self.deletes.close();
-        if tokio::time::timeout(bound, self.deletes.wait())
+        self.in_flight.close();
+        if tokio::time::timeout(bound, self.in_flight.wait())
             .await
             .is_err()
         {
@@ -313,7 +343,7 @@ impl Drop for LiveSession {
             return;
         };
         let sessions = self.sessions.clone();
-        self.sessions.deletes.spawn_on(
+        self.sessions.in_flight.spawn_on(
             async move {
                 session.delete().await;
                 sessions.live.fetch_sub(1, Ordering::Relaxed);

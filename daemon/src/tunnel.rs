@@ -12,7 +12,7 @@ use crate::auth::{self, TokenCache};
 use crate::config::Settings;
 use crate::proxy::Proxies;
 use crate::secret::Secret;
-use crate::session::{self, LiveSession, SessionError, Sessions};
+use crate::session::{LiveSession, SessionError, Sessions};
 use crate::target::Target;
 use crate::websocket::{self, TunnelSocket};
 use crate::{http, pump};
@@ -96,9 +96,13 @@ impl Connector {
             .await?;
         host.check(bastion, target)?;
         let mut retried = false;
-        let tokens = loop {
-            let error = match session::create(&self.http, &host, target, &token).await {
-                Ok(tokens) => break tokens,
+        let (session, tokens) = loop {
+            let created = self
+                .sessions
+                .create(&self.http, &host, target, &token)
+                .await;
+            let error = match created {
+                Ok(created) => break created,
                 Err(error) => error,
             };
             entry.invalidate(&error);
@@ -122,7 +126,6 @@ impl Connector {
                 .await?;
             host.check(bastion, target)?;
         };
-        let session = self.sessions.adopt(&self.http, &host.dns_name, &tokens);
         let path = Secret::new(format!(
             "/webtunnelv2/{}?X-Node-Id={}",
             tokens.websocket_token.expose(),

@@ -253,6 +253,61 @@ async fn no_sessions_left_after_close_and_after_sigterm() -> Result {
     Ok(())
 }
 
+/// A forward removed (or a daemon stopped) while the Bastion is still answering
+/// a token POST: the session exists on the Bastion, and only the daemon can
+/// learn its token to delete it.
+#[tokio::test]
+async fn no_session_left_when_a_request_is_cut_short() -> Result {
+    const SLOW_ANSWER: Duration = Duration::from_secs(2);
+    let env = TestEnv::start().await?;
+    let mut daemon = Daemon::start(&env).await?;
+    let port = env.add_forward(ECHO, &["--name", "slow"]).await?;
+    env.emulator.faults().set_reply_delay(SLOW_ANSWER);
+
+    // The forward's own connection: removed while its POST is unanswered.
+    let _removed = TcpStream::connect(local(port)).await?;
+    env.emulator
+        .wait_for(
+            "a session created, its answer held back",
+            |l| l.sessions_created == 1,
+            STEP_TIMEOUT,
+        )
+        .await?;
+    env.ctl_ok(&["forward", "remove", "slow"]).await?;
+    env.emulator
+        .wait_for(
+            "the session of the removed forward deleted",
+            |l| l.live_sessions == 0 && l.deletes == 1,
+            STEP_TIMEOUT,
+        )
+        .await?;
+
+    // The same at shutdown.
+    let port = env.add_forward(ECHO, &["--name", "slow2"]).await?;
+    let _stopped = TcpStream::connect(local(port)).await?;
+    env.emulator
+        .wait_for(
+            "a second session created",
+            |l| l.sessions_created == 2,
+            STEP_TIMEOUT,
+        )
+        .await?;
+    let status = daemon.stop().await?;
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status}\n{}",
+        daemon.logs()
+    );
+    env.emulator
+        .wait_for(
+            "the session cut short by shutdown deleted",
+            |l| l.live_sessions == 0 && l.deletes == 2,
+            STEP_TIMEOUT,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Runs of at least this many hex digits look like the Bastion's authToken
 /// (64) or websocketToken (48); nothing legitimate in a log is that long.
 const SECRET_HEX_RUN: usize = 40;

@@ -2,6 +2,7 @@
 //! checked as strictly as the real service) and `DELETE /api/tokens/{authToken}`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use http::{HeaderMap, Request, StatusCode};
 use hyper::body::Incoming;
@@ -25,12 +26,8 @@ fn refuse(status: StatusCode, reason: &'static str, msg: impl Into<String>) -> R
 }
 
 pub(crate) async fn create_token(shared: &Shared, req: Request<Incoming>) -> Resp {
-    let delay = shared.faults.delay();
-    if !delay.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shared.cancel.cancelled() => return empty(StatusCode::SERVICE_UNAVAILABLE),
-        }
+    if !pause(shared, shared.faults.delay()).await {
+        return empty(StatusCode::SERVICE_UNAVAILABLE);
     }
     if let Some(fault) = shared.faults.take_token_post_failure() {
         shared.ledger.reject("injected_token_post_failure");
@@ -43,11 +40,25 @@ pub(crate) async fn create_token(shared: &Shared, req: Request<Incoming>) -> Res
         };
     }
     match exchange(shared, req).await {
-        Ok(resp) => resp,
+        Ok(resp) => match pause(shared, shared.faults.reply_delay()).await {
+            true => resp,
+            false => empty(StatusCode::SERVICE_UNAVAILABLE),
+        },
         Err(Refusal(status, reason, msg)) => {
             shared.ledger.reject(reason);
             message(status, &msg)
         }
+    }
+}
+
+/// Sleeps `d` (a fault); false when the emulator shuts down meanwhile.
+async fn pause(shared: &Shared, d: Duration) -> bool {
+    if d.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = shared.cancel.cancelled() => false,
     }
 }
 

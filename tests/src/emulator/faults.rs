@@ -55,6 +55,7 @@ struct Switches {
     token_post_failure: Option<TokenPostFailure>,
     fail_az: u32,
     delay: Duration,
+    reply_delay: Duration,
     drop_after: Option<(u64, DropMode)>,
     quirk: Option<HandshakeQuirk>,
 }
@@ -105,6 +106,13 @@ impl Faults {
     /// Wait this long before answering each `POST /api/tokens`.
     pub fn set_delay(&self, d: Duration) {
         self.with(|s| s.delay = d);
+    }
+
+    /// Create each session at once but hold the answer this long, as a slow
+    /// Bastion does: a client that gives up meanwhile leaves a live session
+    /// behind unless it still reads the answer and deletes it.
+    pub fn set_reply_delay(&self, d: Duration) {
+        self.with(|s| s.reply_delay = d);
     }
 
     /// Each new tunnel is dropped once it has relayed `bytes` (both directions summed).
@@ -158,6 +166,10 @@ impl Faults {
 
     pub(crate) fn delay(&self) -> Duration {
         self.with(|s| s.delay)
+    }
+
+    pub(crate) fn reply_delay(&self) -> Duration {
+        self.with(|s| s.reply_delay)
     }
 
     pub(crate) fn drop_after(&self) -> Option<(u64, DropMode)> {
