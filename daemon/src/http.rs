@@ -22,6 +22,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep pooled connections to the Bastion warm between ssh connections, but
 /// not forever (servers drop idle connections after a few minutes anyway).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle keep-alive connections kept per host. A burst of connections ending
+/// together (an IDE closing its sessions) sends as many DELETEs at once; the
+/// pool keeps enough for the next burst of token POSTs without holding ~1000
+/// sockets (and file descriptors) open for the whole idle timeout.
+const POOL_MAX_IDLE_PER_HOST: usize = 32;
 /// Only HTTP/1.1 is offered: Bastion sessions hang over HTTP/2.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
@@ -75,6 +80,7 @@ pub fn client(tls: &rustls::ClientConfig) -> Result<reqwest::Client> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("bastiond/", env!("CARGO_PKG_VERSION")))
         .build()

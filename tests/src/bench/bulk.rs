@@ -1,4 +1,4 @@
-//! Bulk throughput: upload to the counting sink, download from the source,
+//! Bulk throughput: upload to the sink, download from the source,
 //! both ways through the echo. Every byte is checked (SHA-256 from the sink,
 //! the pattern for the rest), and each transfer is timed from TCP connect to
 //! the last verified byte.

@@ -8,7 +8,6 @@
 //! - [`world`]: emulator, daemon and forwards, bare client, the paths' routes
 //! - [`bare`]: the bare protocol client (token POST, WebSocket, pump, DELETE);
 //!   [`bare_child`]: running it as the `bench-bare` process
-//! - [`sink`]: an upload sink that answers without waiting for EOF
 //! - [`pattern`]: the bytes moved and their checks
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`suite`]: one run, measurement by measurement
@@ -27,7 +26,6 @@ pub mod options;
 pub mod pattern;
 pub mod report;
 pub mod resources;
-pub mod sink;
 pub mod stats;
 pub mod suite;
 pub mod targets;

@@ -1,11 +1,10 @@
 //! The world one run measures: an in-process emulator, the real `bastiond`
 //! (release build, via the e2e harness: temp XDG dirs, the fake az on PATH,
 //! READY=1), its forwards added with the real `bastionctl`, the bare client
-//! (the `bench-bare` process, or in this process with `--bare-in-process`) and
-//! the counting sink mapped into the VNet. Each [`Path`] has its [`Routes`] to
-//! echo, source and sink.
+//! (the `bench-bare` process, or in this process with `--bare-in-process`).
+//! Each [`Path`] has its [`Routes`] to the emulator's echo, source and sink.
 
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,17 +14,17 @@ use tokio_util::task::TaskTracker;
 use super::bare::Bare;
 use super::bare_child::BareChild;
 use super::resources::Process;
-use super::sink;
-use crate::emulator::{ECHO_IP, INFO_FILE, SOURCE_IP};
+use crate::emulator::{ECHO_IP, INFO_FILE, SINK_IP, SOURCE_IP};
 use crate::harness::net::local;
 use crate::harness::{Daemon, TestEnv};
 
 /// The daemon logs as a user's would by default; debug logs would bill every
 /// connection for formatting.
 const DAEMON_LOG_LEVEL: &str = "info";
-/// Ports of the targets: echo and chargen by tradition (the VNet serves any).
+/// Ports of the targets: echo, chargen and discard by tradition (the VNet serves any).
 const ECHO_PORT: u16 = 7;
 const SOURCE_PORT: u16 = 19;
+const SINK_PORT: u16 = 9;
 /// Waiting for every Bastion session to end: the daemon lingers 2 s after a
 /// client's EOF, and 1000 sessions take a moment to DELETE.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -85,16 +84,11 @@ pub struct World {
 }
 
 impl World {
-    /// Emulator, counting sink, daemon (no forwards yet) and the bare client.
+    /// Emulator, daemon (no forwards yet) and the bare client.
     pub async fn start(bare_in_process: bool) -> anyhow::Result<World> {
         let env = TestEnv::start().await.context("starting the emulator")?;
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let sink_addr = sink::start(&tasks, &cancel)
-            .await
-            .context("starting the sink")?;
-        env.emulator
-            .map_target(IpAddr::V4(sink::SINK_IP), sink::SINK_PORT, sink_addr);
         let daemon = Daemon::start_with(&env, &["--log-level", DAEMON_LOG_LEVEL], &[])
             .await
             .context("starting bastiond")?;
@@ -102,7 +96,7 @@ impl World {
         let targets = [
             SocketAddrV4::new(ECHO_IP, ECHO_PORT),
             SocketAddrV4::new(SOURCE_IP, SOURCE_PORT),
-            SocketAddrV4::new(sink::SINK_IP, sink::SINK_PORT),
+            SocketAddrV4::new(SINK_IP, SINK_PORT),
         ];
         let (bare_child, addrs) = if bare_in_process {
             let bare = Bare::new(env.emulator.info()).await?;
@@ -128,7 +122,7 @@ impl World {
         let direct = Routes {
             echo: services.echo,
             source: services.source,
-            sink: sink_addr,
+            sink: services.sink,
         };
         Ok(World {
             env,
@@ -154,11 +148,7 @@ impl World {
         };
         let echo = add(format!("{ECHO_IP}:{ECHO_PORT}"), "bench-echo").await?;
         let source = add(format!("{SOURCE_IP}:{SOURCE_PORT}"), "bench-source").await?;
-        let sink = add(
-            format!("{}:{}", sink::SINK_IP, sink::SINK_PORT),
-            "bench-sink",
-        )
-        .await?;
+        let sink = add(format!("{SINK_IP}:{SINK_PORT}"), "bench-sink").await?;
         self.routes[Path::Daemon.index()] = Routes { echo, source, sink };
         Ok(())
     }

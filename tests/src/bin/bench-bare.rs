@@ -16,6 +16,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Logs only when something is wrong: the bench reads stdout, stderr is the user's.
+const DEFAULT_LOG_FILTER: &str = "warn";
+
 /// The bare Bastion client of the benchmark, as a forwarder.
 #[derive(Parser)]
 #[command(name = "bench-bare")]
@@ -33,7 +36,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
