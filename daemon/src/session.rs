@@ -4,8 +4,11 @@
 //! retries, tracked so shutdown can wait for the deletes (sessions left behind
 //! count against the Bastion's limits).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -222,10 +225,12 @@ impl Sessions {
 
     /// Asks the Bastion for a session to `target` and takes ownership of it.
     ///
-    /// The POST runs in a task of its own: were the caller cancelled while it
-    /// is in flight (a forward removed, a `connect` client gone, shutdown), the
-    /// Bastion would keep a session whose token nobody has. The task finishes
-    /// regardless, and an unclaimed `LiveSession` deletes itself when dropped.
+    /// Were the caller cancelled while the POST is in flight (a forward
+    /// removed, a `connect` client gone, shutdown), the Bastion would keep a
+    /// session whose token nobody has. So the request always runs to the end:
+    /// in place while its caller waits (no task hand-off on the hot path), on
+    /// `in_flight` once the caller is gone, where the unclaimed `LiveSession`
+    /// deletes itself.
     pub async fn create(
         self: &Arc<Self>,
         http: &reqwest::Client,
@@ -240,12 +245,15 @@ impl Sessions {
             target.clone(),
             aztoken.clone(),
         );
-        let task = self.in_flight.spawn(async move {
+        let request = async move {
             let tokens = create(&http, &host, &target, &aztoken).await?;
             Ok((sessions.adopt(&http, &host.dns_name, &tokens), tokens))
-        });
-        task.await
-            .unwrap_or_else(|e| Err(SessionError::Tunnel(format!("session request failed: {e}"))))
+        };
+        FinishOnDrop {
+            request: Some(Box::pin(request)),
+            tracker: self.in_flight.clone(),
+        }
+        .await
     }
 
     fn adopt(
@@ -280,6 +288,46 @@ impl Sessions {
             );
         }
         self.live()
+    }
+}
+
+/// A request that must run to completion: polled in place by its caller, and
+/// handed to `tracker` if the caller drops it before it is done.
+struct FinishOnDrop<T: Send + 'static> {
+    request: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    tracker: TaskTracker,
+}
+
+impl<T: Send + 'static> Future for FinishOnDrop<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let request = self
+            .request
+            .as_mut()
+            .expect("FinishOnDrop polled after completion");
+        let output = ready!(request.as_mut().poll(cx));
+        self.request = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for FinishOnDrop<T> {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                self.tracker.spawn_on(
+                    async move {
+                        drop(request.await);
+                    },
+                    &runtime,
+                );
+            }
+            Err(_) => tracing::warn!("no runtime left to finish a session request"),
+        }
     }
 }
 
