@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bastion_tests::emulator::BastionSpec;
 use bastion_tests::harness::net::{echo_roundtrip, free_port, local, payload};
-use bastion_tests::harness::{Daemon, TestEnv, bins};
+use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, bins};
 
 type Result = anyhow::Result<()>;
 
@@ -140,6 +140,64 @@ async fn reload_picks_up_a_new_bastion() -> Result {
         .add_forward("10.1.0.4:7", &["--name", "spoke", "--bastion", "spoke"])
         .await?;
     echo_roundtrip(local(port), &payload(4096, 1)).await?;
+    Ok(())
+}
+
+/// How often the SIGHUP test looks at `status` while the daemon reloads.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[tokio::test]
+async fn sighup_reloads_the_settings_and_keeps_forwards() -> Result {
+    let env = TestEnv::start_with(|cfg| {
+        cfg.bastions = vec![BastionSpec::standard("hub"), BastionSpec::standard("spoke")];
+    })
+    .await?;
+    let full = std::fs::read_to_string(env.config_file())?;
+    let spoke_at = full
+        .find("[bastions.spoke]")
+        .ok_or_else(|| anyhow::anyhow!("{full}"))?;
+    let spoke_table: String = full[spoke_at..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let hub_only = full.replace(&spoke_table, "");
+    anyhow::ensure!(!hub_only.contains("spoke"), "{hub_only}");
+    std::fs::write(env.config_file(), hub_only)?;
+    let daemon = Daemon::start(&env).await?;
+    let port = env.add_forward("10.1.0.4:7", &["--name", "kept"]).await?;
+    let status = env.ctl_json(&["status", "--json"]).await?;
+    anyhow::ensure!(!status.to_string().contains("spoke"), "{status}");
+
+    std::fs::write(env.config_file(), &full)?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.pid())?),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let status = env.ctl_json(&["status", "--json"]).await?;
+        let names: Vec<_> = status["bastions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["name"].as_str())
+            .collect();
+        if names.contains(&"spoke") {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not load the new bastion: {status}"
+        );
+        tokio::time::sleep(RELOAD_POLL).await;
+    }
+    // The forward from before the reload still carries bytes; the new bastion works.
+    echo_roundtrip(local(port), &payload(4096, 1)).await?;
+    let spoke = env
+        .add_forward("10.1.0.4:7", &["--name", "spoke", "--bastion", "spoke"])
+        .await?;
+    echo_roundtrip(local(spoke), &payload(4096, 2)).await?;
     Ok(())
 }
 
