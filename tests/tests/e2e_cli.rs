@@ -101,13 +101,13 @@ async fn status_reports_the_daemon() -> Result {
     Ok(())
 }
 
-#[tokio::test]
-async fn reload_picks_up_a_new_bastion() -> Result {
+/// An env whose emulator has bastions "hub" and "spoke" but whose settings
+/// file names only the hub; returns the full settings text to restore later.
+async fn env_with_spoke_held_back() -> anyhow::Result<(TestEnv, String)> {
     let env = TestEnv::start_with(|cfg| {
         cfg.bastions = vec![BastionSpec::standard("hub"), BastionSpec::standard("spoke")];
     })
     .await?;
-    // Start with the hub only; the emulator's full config comes back later.
     let full = std::fs::read_to_string(env.config_file())?;
     let spoke_at = full
         .find("[bastions.spoke]")
@@ -117,7 +117,14 @@ async fn reload_picks_up_a_new_bastion() -> Result {
         .find("\n[")
         .map_or(full.len(), |i| spoke_at + 1 + i + 1);
     let hub_only = format!("{}{}", &full[..spoke_at], &full[spoke_end..]);
+    anyhow::ensure!(!hub_only.contains("spoke"), "{hub_only}");
     std::fs::write(env.config_file(), &hub_only)?;
+    Ok((env, full))
+}
+
+#[tokio::test]
+async fn reload_picks_up_a_new_bastion() -> Result {
+    let (env, full) = env_with_spoke_held_back().await?;
     let _daemon = Daemon::start(&env).await?;
 
     let port = free_port()?.to_string();
@@ -148,22 +155,7 @@ const RELOAD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[tokio::test]
 async fn sighup_reloads_the_settings_and_keeps_forwards() -> Result {
-    let env = TestEnv::start_with(|cfg| {
-        cfg.bastions = vec![BastionSpec::standard("hub"), BastionSpec::standard("spoke")];
-    })
-    .await?;
-    let full = std::fs::read_to_string(env.config_file())?;
-    let spoke_at = full
-        .find("[bastions.spoke]")
-        .ok_or_else(|| anyhow::anyhow!("{full}"))?;
-    let spoke_table: String = full[spoke_at..]
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let hub_only = full.replace(&spoke_table, "");
-    anyhow::ensure!(!hub_only.contains("spoke"), "{hub_only}");
-    std::fs::write(env.config_file(), hub_only)?;
+    let (env, full) = env_with_spoke_held_back().await?;
     let daemon = Daemon::start(&env).await?;
     let port = env.add_forward("10.1.0.4:7", &["--name", "kept"]).await?;
     let status = env.ctl_json(&["status", "--json"]).await?;
