@@ -124,28 +124,18 @@ fn render_list(forwards: &[Forward]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bastion_proto::v1::{ForwardState, Target};
+    use bastion_proto::v1::ForwardState;
 
     #[test]
     fn list_renders_a_row_per_forward() {
         let forward = Forward {
-            id: "f1".into(),
-            name: "dev-ssh".into(),
-            bastion: "hub".into(),
-            target: Some(Target {
-                host: "10.1.0.4".into(),
-                port: 22,
-            }),
-            bind_address: "127.0.0.1".into(),
-            local_port: 2222,
             state: ForwardState::Error as i32,
             active_connections: 2,
             total_connections: 7,
             bytes_up: 2048,
             bytes_down: 5,
             last_error: "Target is not reachable\nfrom this Bastion.".into(),
-            created_at_ms: 0,
-            last_error_at_ms: 0,
+            ..crate::output::tests::forward()
         };
         let rendered = render_list(&[forward]);
         let lines: Vec<&str> = rendered.lines().collect();

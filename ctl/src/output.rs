@@ -156,10 +156,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn forward() -> Forward {
+    /// A listening forward `dev-ssh` (127.0.0.1:2222 → 10.1.0.4:22 via hub).
+    pub(crate) fn forward() -> Forward {
         Forward {
             id: "f1".into(),
             name: "dev-ssh".into(),

@@ -5,7 +5,22 @@
 //!   `bastion-emulator` binary and every test).
 //! - [`harness`]: runs the real `bastiond` and `bastionctl` against it (end-to-end tests).
 //! - [`bench`]: the benchmark, (a) bastiond vs (b) a bare protocol client vs (c) direct TCP.
+//! - [`init_logging`]: the stderr logging of this crate's binaries.
 
 pub mod bench;
 pub mod emulator;
 pub mod harness;
+
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`; colours
+/// only on a terminal (the binaries' stderr is usually a test's log file).
+pub fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
+}

@@ -2,7 +2,6 @@
 //! until SIGTERM/SIGINT; `bastion-emulator az --endpoint E --ca-file F -- ARGS` is the
 //! fake Azure CLI that `DIR/bin/az` execs.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,14 +133,7 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    bastion_tests::init_logging("info");
     let state_dir = args.state_dir.clone().context("--state-dir is required")?;
     let mut cfg = EmulatorConfig::new(&state_dir);
     cfg.port = args.port;

@@ -33,13 +33,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bastion_tests::init_logging(DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
