@@ -314,20 +314,26 @@ impl<T: Send + 'static> Future for FinishOnDrop<T> {
 
 impl<T: Send + 'static> Drop for FinishOnDrop<T> {
     fn drop(&mut self) {
-        let Some(request) = self.request.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                self.tracker.spawn_on(
-                    async move {
-                        drop(request.await);
-                    },
-                    &runtime,
-                );
-            }
-            Err(_) => tracing::warn!("no runtime left to finish a session request"),
+        if let Some(request) = self.request.take() {
+            finish_detached(&self.tracker, "finish a session request", async move {
+                drop(request.await);
+            });
         }
+    }
+}
+
+/// Runs `work` to its end on `tracker` from a `Drop`, where nothing can be
+/// awaited; `what` names it in the warning when the runtime is already gone.
+fn finish_detached(
+    tracker: &TaskTracker,
+    what: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            tracker.spawn_on(work, &runtime);
+        }
+        Err(_) => tracing::warn!("no runtime left to {what}"),
     }
 }
 
@@ -386,20 +392,18 @@ impl Drop for LiveSession {
         let Some(session) = self.session.take() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(node_id = %session.node_id, "no runtime left to delete a Bastion session");
-            return;
-        };
         let sessions = self.sessions.clone();
-        self.sessions.in_flight.spawn_on(
+        finish_detached(
+            &self.sessions.in_flight,
+            "delete a Bastion session",
             async move {
                 session.delete().await;
                 sessions.live.fetch_sub(1, Ordering::Relaxed);
             },
-            &runtime,
         );
     }
 }
+
 /// What a person should read of an error page: its `<title>` (a Tomcat page
 /// opens with a `<style>` block), else the text between the tags. Non-HTML
 /// passes through unchanged.
