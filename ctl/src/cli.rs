@@ -177,7 +177,7 @@ impl From<Target> for bastion_proto::v1::Target {
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
-    bastiond::target::parse_target(text)
+    bastion_proto::target::parse_target(text)
         .map(|(host, port)| Target { host, port })
         .map_err(|err| err.to_string())
 }

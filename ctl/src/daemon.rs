@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use bastion_proto::v1::control_client::ControlClient;
 use bastion_proto::v1::{StatusRequest, StatusResponse};
 use tonic::transport::Channel;
@@ -15,20 +14,15 @@ pub const CTL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The control socket: `--socket`, else the daemon's default resolution
 /// (BASTIOND_SOCKET, then XDG_RUNTIME_DIR), so both binaries always agree.
-pub fn socket_path(socket: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match socket {
-        Some(socket) => Ok(socket),
-        None => Ok(bastiond::paths::Paths::resolve()
-            .context("cannot locate the daemon's control socket")?
-            .socket),
-    }
+pub fn socket_path(socket: Option<PathBuf>) -> PathBuf {
+    socket.unwrap_or_else(bastion_proto::socket::default_path)
 }
 
 /// Connects without the version check (used by `connect`, where every
 /// round trip adds to ssh's connection setup).
 pub async fn connect(socket: Option<PathBuf>) -> anyhow::Result<Client> {
-    let socket = socket_path(socket)?;
-    Ok(bastiond::client::connect(&socket).await?)
+    let socket = socket_path(socket);
+    Ok(bastion_proto::client::connect(&socket).await?)
 }
 
 /// Connects and warns on stderr when the daemon runs another version.

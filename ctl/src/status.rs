@@ -1,7 +1,6 @@
 //! `status` and `reload`.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bastion_proto::v1::{Bastion, ReloadRequest, StatusResponse};
 use serde_json::{Value, json};
@@ -12,13 +11,16 @@ use crate::output;
 use crate::output::{out, outln};
 
 pub async fn status(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let socket = daemon::socket_path(socket)?;
+    let socket = daemon::socket_path(socket);
     let mut client = daemon::connect(Some(socket.clone())).await?;
     let status = daemon::status(&mut client).await?;
     if json {
         print_json(&status_json(&status, &socket))?;
     } else {
-        out!("{}", render_status(&status, &socket, now_ms()))?;
+        out!(
+            "{}",
+            render_status(&status, &socket, bastion_proto::time::now_ms())
+        )?;
     }
     Ok(())
 }
@@ -38,12 +40,6 @@ pub async fn reload(socket: Option<PathBuf>) -> anyhow::Result<()> {
         outln!("{}", output::one_line(&change))?;
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {

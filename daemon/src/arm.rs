@@ -9,61 +9,15 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use crate::bastion_host::BastionHost;
 use crate::config::Settings;
+use crate::error::TunnelError;
+use crate::error_body::error_message;
+use crate::lock::lock;
 use crate::secret::Secret;
-use crate::session::{SessionError, error_message};
-use crate::target::{Target, TargetHost};
 
 /// The ARM API version whose bastionHosts shape we read.
 const API_VERSION: &str = "2024-01-01";
-
-/// What the daemon needs to know about a bastion host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BastionHost {
-    /// The data-plane host ("bst-….bastion.azure.com", or "host:port").
-    pub dns_name: String,
-    pub sku: String,
-    pub tunneling: bool,
-    pub ip_connect: bool,
-    pub subscription: String,
-    pub resource_group: String,
-}
-
-impl BastionHost {
-    /// Refuses targets this bastion cannot tunnel to, naming the setting to change.
-    pub fn check(&self, name: &str, target: &Target) -> Result<(), SessionError> {
-        let refuse = |message: String| Err(SessionError::Precondition(message));
-        match self.sku.as_str() {
-            "Standard" | "Premium" => {}
-            "Developer" | "QuickConnect" => {
-                return refuse(format!(
-                    "bastion {name} uses the {} SKU, which has no native client tunnels; \
-                     upgrade it to Standard or Premium (portal: Bastion → Configuration → Tier)",
-                    self.sku
-                ));
-            }
-            sku => {
-                return refuse(format!(
-                    "bastion {name} uses the {sku} SKU; native client tunnels need Standard or Premium \
-                     (portal: Bastion → Configuration → Tier)"
-                ));
-            }
-        }
-        if !self.tunneling {
-            return refuse(format!(
-                "bastion {name} has tunnelling disabled; enable \"Native client support\" \
-                 (portal: Bastion → Configuration)"
-            ));
-        }
-        if matches!(target.host, TargetHost::Ip(_)) && !self.ip_connect {
-            return refuse(format!(
-                "bastion {name} cannot connect to IP addresses; enable \"IP-based connection\" \
-                 (portal: Bastion → Configuration), or target the VM by its resource id"
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Looks up a bastion host through ARM.
 pub async fn lookup(
@@ -71,7 +25,7 @@ pub async fn lookup(
     resource_manager: &str,
     resource_id: &str,
     token: &Secret,
-) -> Result<BastionHost, SessionError> {
+) -> Result<BastionHost, TunnelError> {
     let what = "looking up the bastion in Azure Resource Manager";
     let url = format!(
         "{}{resource_id}?api-version={API_VERSION}",
@@ -82,34 +36,34 @@ pub async fn lookup(
         .bearer_auth(token.expose())
         .send()
         .await
-        .map_err(|e| SessionError::unreachable(what, &e))?;
+        .map_err(|e| TunnelError::unreachable(what, &e))?;
     let status = response.status();
     let body = response
         .bytes()
         .await
-        .map_err(|e| SessionError::unreachable(what, &e))?;
+        .map_err(|e| TunnelError::unreachable(what, &e))?;
     if !status.is_success() {
-        return Err(SessionError::Rejected {
+        return Err(TunnelError::Rejected {
             what,
             status: status.as_u16(),
             message: error_message(status.as_u16(), &body),
         });
     }
-    let host: ArmBastion = serde_json::from_slice(&body).map_err(|e| SessionError::Rejected {
+    let host: ArmBastion = serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
         what,
         status: status.as_u16(),
         message: format!("unexpected answer from ARM: {e}"),
     })?;
     let (subscription, resource_group, _) = crate::config::parse_bastion_resource_id(resource_id)
         .ok_or_else(|| {
-        SessionError::Precondition(format!("{resource_id:?} is not a bastion host resource id"))
+        TunnelError::Precondition(format!("{resource_id:?} is not a bastion host resource id"))
     })?;
     let dns_name = host
         .properties
         .dns_name
         .filter(|d| !d.is_empty())
         .ok_or_else(|| {
-            SessionError::Precondition(format!(
+            TunnelError::Precondition(format!(
                 "bastion {resource_id} has no dnsName yet (is it still deploying?)"
             ))
         })?;
@@ -181,7 +135,7 @@ impl BastionEntry {
         http: &reqwest::Client,
         resource_manager: &str,
         token: &Secret,
-    ) -> Result<Arc<BastionHost>, SessionError> {
+    ) -> Result<Arc<BastionHost>, TunnelError> {
         if let Some(host) = self.lock().host.clone() {
             return Ok(host);
         }
@@ -209,14 +163,14 @@ impl BastionEntry {
 
     /// Forgets the cached host after a failure, so the next connection asks
     /// ARM again (the bastion may have been reconfigured or redeployed).
-    pub fn invalidate(&self, error: &SessionError) {
+    pub fn invalidate(&self, error: &TunnelError) {
         let mut state = self.lock();
         state.host = None;
         state.last_error = Some(error.to_string());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 
@@ -238,54 +192,4 @@ pub fn bastions(settings: &Settings, previous: Option<&Bastions>) -> Bastions {
             (name.clone(), entry)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host(sku: &str, tunneling: bool, ip_connect: bool) -> BastionHost {
-        BastionHost {
-            dns_name: "bst.example".into(),
-            sku: sku.into(),
-            tunneling,
-            ip_connect,
-            subscription: "s".into(),
-            resource_group: "rg".into(),
-        }
-    }
-
-    #[test]
-    fn checks_name_the_portal_setting() {
-        let ip = Target::parse("10.1.0.4:22").unwrap();
-        let vm = Target::parse(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1:22",
-        )
-        .unwrap();
-        assert!(host("Standard", true, true).check("hub", &ip).is_ok());
-        let e = host("Basic", true, true)
-            .check("hub", &ip)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("Basic") && e.contains("Standard or Premium"),
-            "{e}"
-        );
-        let e = host("Developer", true, true)
-            .check("hub", &ip)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Developer"), "{e}");
-        let e = host("Premium", false, true)
-            .check("hub", &ip)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("Native client support"), "{e}");
-        let e = host("Standard", true, false)
-            .check("hub", &ip)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("IP-based connection"), "{e}");
-        assert!(host("Standard", true, false).check("hub", &vm).is_ok());
-    }
 }

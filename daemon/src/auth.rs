@@ -12,6 +12,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, Transport};
 
 use crate::config::{CredentialKind, Settings};
+use crate::error::AuthError;
+use crate::error_body::truncate;
 use crate::secret::Secret;
 
 /// Refresh at most this long before expiry (tokens live 60–90 minutes)...
@@ -21,14 +23,6 @@ const REFRESH_MARGIN_DIVISOR: u32 = 4;
 /// `az` or Entra taking longer than this is stuck; fail the connection
 /// rather than leave the user's ssh hanging.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A token could not be obtained; the message says how to fix it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot get an Azure access token ({credential}): {message}")]
-pub struct AuthError {
-    pub credential: &'static str,
-    pub message: String,
-}
 
 /// Builds the credential named in the settings. Credentials that talk HTTP
 /// use the daemon's client, so `tls.ca_file` and the proxy apply to them too.
@@ -257,7 +251,7 @@ impl TokenCache {
     fn explain(&self, error: &azure_core::Error) -> String {
         let text = error.to_string();
         let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let line = crate::session::truncate(&line, 400);
+        let line = truncate(&line, 400);
         match self.kind {
             CredentialKind::AzureCli | CredentialKind::DeveloperTools => {
                 format!(
@@ -269,8 +263,7 @@ impl TokenCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        // A panic while holding this lock cannot leave the state inconsistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.state)
     }
 }
 

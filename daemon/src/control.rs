@@ -18,9 +18,10 @@ use tracing::Instrument;
 
 use crate::forward::target_proto;
 use crate::forwards::Forwards;
-use crate::pump::{self, Keepalive, PumpError, Traffic};
+use crate::keepalive::Keepalive;
+use crate::pump::{self, PumpError, Traffic};
 use crate::shared::Shared;
-use crate::target::Target;
+use bastion_proto::target::Target;
 
 /// Bytes buffered between a `Connect` stream and its tunnel in each direction.
 const CONNECT_BUFFER: usize = 256 * 1024;
@@ -106,7 +107,7 @@ impl Control for ControlService {
         &self,
         _request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        Ok(Response::new(crate::daemon::status(
+        Ok(Response::new(crate::status::status(
             &self.shared,
             &self.forwards,
             &self.config_file,
@@ -117,7 +118,7 @@ impl Control for ControlService {
         &self,
         _request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
-        let changes = crate::daemon::reload(&self.shared, &self.forwards, &self.config_file)
+        let changes = crate::reload::reload(&self.shared, &self.forwards, &self.config_file)
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         Ok(Response::new(proto::ReloadResponse { changes }))
     }
@@ -131,7 +132,7 @@ impl Control for ControlService {
         let events = BroadcastStream::new(self.shared.events.subscribe()).map(|item| match item {
             Ok(event) => Ok(event),
             Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(proto::Event {
-                at_ms: crate::events::now_ms(),
+                at_ms: bastion_proto::time::now_ms(),
                 kind: Some(Kind::Notice(format!(
                     "this watcher fell behind and missed {missed} events; call ListForwards for a fresh snapshot"
                 ))),
@@ -172,7 +173,7 @@ impl Control for ControlService {
             .await
             .map_err(|e| {
                 tracing::warn!(parent: &span, error = %e, "cannot open a tunnel for Connect");
-                Status::new(e.code(), e.to_string())
+                Status::from(e)
             })?;
         let (tx, rx) = mpsc::channel(CONNECT_QUEUE);
         let _ = tx

@@ -2,6 +2,7 @@
 //! connection opens/closes and notices. Slow watchers lag rather than block
 //! the daemon; `control` turns a lag into a notice.
 
+use bastion_proto::time::now_ms;
 use bastion_proto::v1::{ConnectionEvent, Event, Forward, event::Kind};
 use tokio::sync::broadcast;
 
@@ -54,14 +55,4 @@ impl Events {
     pub fn notice(&self, text: impl Into<String>) {
         self.send(Kind::Notice(text.into()));
     }
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    to_ms(std::time::SystemTime::now())
-}
-
-pub fn to_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

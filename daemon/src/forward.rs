@@ -17,11 +17,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::events::now_ms;
+use crate::error::TunnelError;
+use crate::lock::lock;
 use crate::pump::{self, PumpError, Traffic};
 use crate::shared::Shared;
 use crate::store::SavedForward;
-use crate::target::{Target, TargetHost};
+use bastion_proto::target::{Target, TargetHost};
+use bastion_proto::time::now_ms;
 
 /// How often a forward whose port was taken tries to bind again.
 pub const BIND_RETRY_INTERVAL: Duration = Duration::from_secs(10);
@@ -133,10 +135,7 @@ impl Forward {
         let task = shared
             .tasks
             .spawn(forward.clone().run(listener).instrument(span));
-        *forward
-            .listener_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+        *lock(&forward.listener_task) = Some(task);
         forward
     }
 
@@ -145,11 +144,7 @@ impl Forward {
     pub async fn stop(&self) {
         self.lock().state = ForwardState::Stopping;
         self.cancel.cancel();
-        let task = self
-            .listener_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = lock(&self.listener_task).take();
         if let Some(task) = task {
             let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
         }
@@ -185,7 +180,7 @@ impl Forward {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.status)
     }
 
     fn set_status(&self, state: ForwardState, error: Option<String>) {
@@ -295,13 +290,17 @@ impl Forward {
             .connection_closed(proto::ConnectionEvent {
                 bytes_up: traffic.up.load(Ordering::Relaxed),
                 bytes_down: traffic.down.load(Ordering::Relaxed),
-                error: error.unwrap_or_default(),
+                error: error.map(|e| e.to_string()).unwrap_or_default(),
                 ..event(active)
             });
     }
 
-    /// Opens the tunnel and pumps; the error text, if any, is for the close event.
-    async fn tunnel(&self, socket: &mut TcpStream, traffic: &Traffic) -> Result<(), String> {
+    /// Opens the tunnel and pumps.
+    async fn tunnel(
+        &self,
+        socket: &mut TcpStream,
+        traffic: &Traffic,
+    ) -> Result<(), ConnectionError> {
         let connector = self.shared.connector();
         let opened = tokio::select! {
             () = self.cancel.cancelled() => return Ok(()),
@@ -310,11 +309,10 @@ impl Forward {
         let tunnel = match opened {
             Ok(tunnel) => tunnel,
             Err(e) => {
-                let error = e.to_string();
-                tracing::warn!(%error, "cannot open a tunnel; closing the client connection");
-                self.set_status(self.state(), Some(error.clone()));
+                tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
+                self.set_status(self.state(), Some(e.to_string()));
                 close_gracefully(socket).await;
-                return Err(error);
+                return Err(e.into());
             }
         };
         tracing::debug!("tunnel open");
@@ -329,27 +327,31 @@ impl Forward {
             &self.cancel,
         )
         .await;
-        match result {
-            Ok(()) => {
-                tracing::debug!(
-                    up = traffic.up.load(Ordering::Relaxed),
-                    down = traffic.down.load(Ordering::Relaxed),
-                    "connection closed"
-                );
-                Ok(())
-            }
-            Err(PumpError::Client(e)) => {
-                tracing::debug!(error = %e, "client connection failed");
-                Err(format!("client connection: {e}"))
-            }
+        match &result {
+            Ok(()) => tracing::debug!(
+                up = traffic.up.load(Ordering::Relaxed),
+                down = traffic.down.load(Ordering::Relaxed),
+                "connection closed"
+            ),
+            // The local side's failure is not the forward's problem.
+            Err(PumpError::Client(e)) => tracing::debug!(error = %e, "client connection failed"),
             Err(e) => {
-                let error = e.to_string();
-                tracing::warn!(%error, "tunnel failed");
-                self.set_status(self.state(), Some(error.clone()));
-                Err(error)
+                tracing::warn!(error = %e, "tunnel failed");
+                self.set_status(self.state(), Some(e.to_string()));
             }
         }
+        Ok(result?)
     }
+}
+
+/// Why one connection through a forward ended early; its text goes into the
+/// connection's close event.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error(transparent)]
+    Open(#[from] TunnelError),
+    #[error(transparent)]
+    Pump(#[from] PumpError),
 }
 
 /// Ends a client connection with a FIN rather than a reset: closing a socket

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
-use crate::events::now_ms;
 use crate::forward::{self, Forward, ForwardSpec};
 use crate::shared::Shared;
 use crate::store::Store;
-use crate::target::{Target, TargetHost};
+use bastion_proto::target::{Target, TargetHost};
+use bastion_proto::time::now_ms;
 
 /// Where forwards listen unless asked otherwise: never the network.
 const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -251,7 +251,7 @@ impl Forwards {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Forward>>> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.list)
     }
 }
 

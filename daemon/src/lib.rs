@@ -1,38 +1,53 @@
 //! bastiond: a per-user daemon that keeps Azure Bastion tunnels to private IPs open.
 //!
-//! Module map, from the outside in:
-//! - [`daemon`]: wiring, reload, shutdown; [`control`]: the gRPC service;
-//!   [`notify`]: sd_notify; [`events`]: the `Watch` feed.
+//! Module map, from the outside in (each module uses only those below it):
+//! - [`daemon`]: wiring and shutdown; [`instance`]: the per-user lock and the
+//!   control socket; [`control`]: the gRPC service; [`status`] and [`reload`]:
+//!   what `Status` and `Reload` do; [`notify`]: sd_notify.
 //! - [`forwards`]: the set of forwards; [`forward`]: one listener, its
-//!   connections, state and counters; [`store`]: the state file.
+//!   connections, state and counters; [`store`]: the state file;
+//!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
+//!   service share.
+//! - [`pump`]: bytes between a client and a tunnel; [`keepalive`]: pings and
+//!   the stall verdict.
 //! - [`tunnel`]: opening a tunnel (token → bastion → session → WebSocket),
-//!   built from [`auth`] (token cache), [`arm`] (bastion lookup), [`session`]
-//!   (token POST / DELETE), [`proxy`] (HTTPS_PROXY for tunnels) and
-//!   [`websocket`] (lenient upgrade).
-//! - [`pump`]: bytes between a client and a tunnel, with keepalive.
-//! - [`shared`]: state shared by forwards and the control service.
-//! - [`config`]: the settings file; [`http`]: TLS and the HTTPS client;
-//!   [`secret`]: redaction; [`paths`]: XDG locations; [`target`]: targets.
-//! - [`client`]: the control-socket client used by bastionctl and tests.
+//!   built from [`auth`] (token cache), [`arm`] (bastion lookup, cached),
+//!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
+//!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
+//! - Leaves: [`bastion_host`] (what ARM says of a bastion and its checks),
+//!   [`error`] (why a tunnel could not be opened), [`error_body`] (Azure's
+//!   error answers as text), [`config`] (the settings file), [`http`] (TLS and
+//!   the HTTPS client), [`secret`] (redaction), [`paths`] (XDG locations),
+//!   [`lock`] (std locks).
+//!
+//! Targets, the socket location, timestamps and the control client live in
+//! `bastion_proto`, which `bastionctl` shares without this crate's stack.
 
 pub mod arm;
 pub mod auth;
-pub mod client;
+pub mod bastion_host;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod error;
+pub mod error_body;
 pub mod events;
+pub mod finish;
 pub mod forward;
 pub mod forwards;
 pub mod http;
+pub mod instance;
+pub mod keepalive;
+pub mod lock;
 pub mod notify;
 pub mod paths;
 pub mod proxy;
 pub mod pump;
+pub mod reload;
 pub mod secret;
 pub mod session;
 pub mod shared;
+pub mod status;
 pub mod store;
-pub mod target;
 pub mod tunnel;
 pub mod websocket;

@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::session::{SessionError, error_message};
+use crate::error::TunnelError;
+use crate::error_body::error_message;
 
 /// TCP connect to the Bastion or the proxy.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,8 +30,8 @@ impl Proxies {
     }
 
     /// A TCP connection to `host:port`, through the proxy if one applies.
-    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, SessionError> {
-        let fail = |message: String| SessionError::Tunnel(message);
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, TunnelError> {
+        let fail = |message: String| TunnelError::WebSocket(message);
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -90,7 +91,7 @@ impl Proxies {
             }
             Ok(httparse::Status::Complete(len)) => {
                 let status = response.code.unwrap_or(0);
-                Err(SessionError::Rejected {
+                Err(TunnelError::Rejected {
                     what: "proxy refused the tunnel",
                     status,
                     message: error_message(status, &reply[len..]),
@@ -103,8 +104,8 @@ impl Proxies {
     }
 }
 
-async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, SessionError> {
-    let fail = |message: String| SessionError::Tunnel(message);
+async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, TunnelError> {
+    let fail = |message: String| TunnelError::WebSocket(message);
     let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
         .map_err(|_| {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::Events;
+use crate::lock::{lock, read, write};
 use crate::session::Sessions;
 use crate::tunnel::Connector;
 
@@ -47,31 +48,22 @@ impl Shared {
     /// The connector for the current settings; a connection keeps the one it
     /// started with even if the settings are reloaded meanwhile.
     pub fn connector(&self) -> Arc<Connector> {
-        self.connector
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.connector).clone()
     }
 
     pub fn set_connector(&self, connector: Connector) {
-        *self.connector.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(connector);
+        *write(&self.connector) = Arc::new(connector);
     }
 
     /// Logs `text`, sends it to watchers and keeps it in the status line.
     pub fn alert(&self, text: String) {
         tracing::error!("{text}");
         self.events.notice(text.clone());
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(text);
+        lock(&self.alerts).push(text);
     }
 
     pub fn alerts(&self) -> Vec<String> {
-        self.alerts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.alerts).clone()
     }
 
     /// A daemon-wide unique connection id, for logs and events.

@@ -81,7 +81,7 @@ impl Store {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("state.json"),
-            crate::events::now_ms() / 1000
+            bastion_proto::time::now_ms() / 1000
         ));
         fs::rename(&self.path, &aside)
             .with_context(|| format!("cannot move unreadable {} aside", self.path.display()))?;

@@ -10,12 +10,13 @@ use anyhow::Result;
 use crate::arm::{self, Bastions};
 use crate::auth::{self, TokenCache};
 use crate::config::Settings;
+use crate::error::TunnelError;
 use crate::proxy::Proxies;
 use crate::secret::Secret;
-use crate::session::{LiveSession, SessionError, Sessions};
-use crate::target::Target;
+use crate::session::{LiveSession, Sessions};
 use crate::websocket::{self, TunnelSocket};
-use crate::{http, pump};
+use crate::{http, keepalive};
+use bastion_proto::target::Target;
 
 /// An open tunnel; dropping it deletes the Bastion session.
 pub struct Tunnel {
@@ -75,17 +76,17 @@ impl Connector {
     }
 
     /// Keepalive timing for tunnels, from `[tunnel]`.
-    pub fn keepalive(&self) -> pump::Keepalive {
-        pump::Keepalive {
+    pub fn keepalive(&self) -> keepalive::Keepalive {
+        keepalive::Keepalive {
             interval: self.settings.tunnel.keepalive_interval(),
             timeout: self.settings.tunnel.keepalive_timeout(),
         }
     }
 
     /// Opens a tunnel to `target` through the bastion named `bastion`.
-    pub async fn open(&self, bastion: &str, target: &Target) -> Result<Tunnel, SessionError> {
+    pub async fn open(&self, bastion: &str, target: &Target) -> Result<Tunnel, TunnelError> {
         let entry = self.bastions.get(bastion).ok_or_else(|| {
-            SessionError::Precondition(format!(
+            TunnelError::NotConfigured(format!(
                 "bastion {bastion:?} is not configured (known: {})",
                 self.settings.bastion_names()
             ))
@@ -106,7 +107,7 @@ impl Connector {
                 Err(error) => error,
             };
             entry.invalidate(&error);
-            let SessionError::Rejected { status, .. } = error else {
+            let TunnelError::Rejected { status, .. } = error else {
                 return Err(error);
             };
             if retried || !matches!(status, 401 | 403) {
@@ -136,7 +137,7 @@ impl Connector {
             self.tls.clone(),
             &host.dns_name,
             &path,
-            pump::websocket_config(),
+            websocket::config(),
         )
         .await
         .inspect_err(|e| entry.invalidate(e))?;

@@ -73,7 +73,7 @@ async fn forwards_are_added_listed_persisted_and_removed() {
     )
     .unwrap();
     let daemon = start(dir.path());
-    let mut client = bastiond::client::connect(&dir.path().join("bastiond.sock"))
+    let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
         .await
         .unwrap();
 
@@ -125,7 +125,7 @@ async fn forwards_are_added_listed_persisted_and_removed() {
 
     // Restart: the forward is back.
     let daemon = start(dir.path());
-    let mut client = bastiond::client::connect(&dir.path().join("bastiond.sock"))
+    let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
         .await
         .unwrap();
     let list = client
@@ -163,7 +163,7 @@ async fn forwards_are_added_listed_persisted_and_removed() {
 async fn without_bastions_adding_is_a_precondition_error() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
-    let mut client = bastiond::client::connect(&dir.path().join("bastiond.sock"))
+    let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
         .await
         .unwrap();
     let error = client.add_forward(add(free_port(), "")).await.unwrap_err();

@@ -1,5 +1,20 @@
-//! The control protocol of bastiond: `bastion.v1.Control`, generated from
-//! `bastion/v1/control.proto` by tonic/prost.
+//! The control protocol of bastiond and what both ends of the socket share.
+//!
+//! Module map:
+//! - [`v1`]: `bastion.v1.Control`, generated from `bastion/v1/control.proto`
+//!   by tonic/prost.
+//! - [`socket`]: where the control socket is (`BASTIOND_SOCKET`, XDG).
+//! - [`client`]: connecting to it.
+//! - [`target`]: targets as users type them (`10.1.0.4:22`, a VM id).
+//! - [`time`]: Unix milliseconds, the protocol's timestamps.
+//!
+//! `bastionctl` depends on this crate alone, which keeps it small and quick to
+//! start (it runs once per ssh connection as a `ProxyCommand`).
+
+pub mod client;
+pub mod socket;
+pub mod target;
+pub mod time;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {

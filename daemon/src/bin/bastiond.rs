@@ -1,16 +1,14 @@
-//! `bastiond`: parses flags, sets up logging, takes the per-user lock, binds
-//! the control socket and hands over to [`bastiond::daemon::run`].
+//! `bastiond`: parses flags, sets up logging, becomes the user's one daemon
+//! ([`bastiond::instance`]) and hands over to [`bastiond::daemon::run`].
 
-use std::fs;
-use std::io::{IsTerminal, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use bastiond::instance::{self, Instance};
 use bastiond::{daemon, paths::Paths};
 use clap::Parser;
-use nix::fcntl::{Flock, FlockArg};
 
 /// The last bound on exiting, after the daemon's own bounded shutdown.
 const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -75,7 +73,7 @@ fn init_logging(level: Option<&str>) -> Result<()> {
 fn run(args: Args) -> Result<()> {
     // Everything the daemon creates is private to its user.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    raise_file_limit();
+    instance::raise_file_limit();
     let mut paths = Paths::resolve()?;
     if let Some(config) = args.config {
         paths.config_file = config;
@@ -86,8 +84,7 @@ fn run(args: Args) -> Result<()> {
     if let Some(socket) = args.socket {
         paths.socket = socket;
     }
-    let _lock = lock(&paths)?;
-    let listener = bind_socket(&paths.socket)?;
+    let (instance, listener) = Instance::acquire(&paths)?;
     tracing::info!(socket = %paths.socket.display(), "control socket bound");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -100,111 +97,11 @@ fn run(args: Args) -> Result<()> {
     let result = runtime.block_on(async {
         let listener =
             tokio::net::UnixListener::from_std(listener).context("using the control socket")?;
-        daemon::run(options, listener, shutdown_signal()?).await
+        daemon::run(options, listener, daemon::shutdown_signal()?).await
     });
-    let _ = fs::remove_file(&paths.socket);
+    drop(instance);
     // Every task has been cancelled and waited for (bounded); do not let a
     // straggler hold the exit up.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     result
-}
-
-/// Takes the per-user lock next to the socket; a second daemon exits here.
-fn lock(paths: &Paths) -> Result<Flock<fs::File>> {
-    let dir = paths.socket.parent().unwrap_or(Path::new("."));
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // Another user's directory could swap our socket or lock under us.
-    let owner = fs::metadata(dir)
-        .with_context(|| format!("cannot inspect {}", dir.display()))?
-        .uid();
-    let uid = nix::unistd::getuid().as_raw();
-    if owner != uid {
-        bail!(
-            "{} belongs to uid {owner}, not to you (uid {uid}); choose another socket with --socket or BASTIOND_SOCKET",
-            dir.display()
-        );
-    }
-    let lock_file = paths.lock_file();
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_file)
-        .with_context(|| format!("cannot open lock file {}", lock_file.display()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            bail!(
-                "bastiond is already running (pid {}, socket {})",
-                if pid.is_empty() { "unknown" } else { pid },
-                paths.socket.display()
-            );
-        }
-        Err((_, e)) => bail!("cannot lock {}: {e}", lock_file.display()),
-    };
-    lock.set_len(0)?;
-    lock.rewind()?;
-    writeln!(lock, "{}", std::process::id())?;
-    Ok(lock)
-}
-
-/// Binds the control socket (0600). Holding the lock, any socket file already
-/// there was left by a daemon that died: remove it.
-fn bind_socket(socket: &Path) -> Result<std::os::unix::net::UnixListener> {
-    match fs::symlink_metadata(socket) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            tracing::info!(socket = %socket.display(), "removing stale socket left by a previous daemon");
-            fs::remove_file(socket)
-                .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
-        }
-        Ok(_) => bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            socket.display()
-        ),
-        Err(_) => {}
-    }
-    let listener = std::os::unix::net::UnixListener::bind(socket)
-        .with_context(|| format!("cannot bind control socket {}", socket.display()))?;
-    fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// Many forwards × many connections: allow as many descriptors as the hard limit.
-fn raise_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
-    }
-}
-
-/// Completes on SIGTERM or SIGINT. Registered before the daemon starts, so
-/// a signal during start-up is a clean shutdown too.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
-        }
-    })
 }

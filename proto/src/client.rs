@@ -1,10 +1,10 @@
-//! A gRPC client for the control socket, shared by `bastionctl` and the tests.
+//! A gRPC client for the control socket, used by `bastionctl` and the tests.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use bastion_proto::v1::control_client::ControlClient;
+use crate::v1::control_client::ControlClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
@@ -49,7 +49,7 @@ pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientErro
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let path = path.clone();
-            let first = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let first = first.lock().unwrap_or_else(PoisonError::into_inner).take();
             async move {
                 let stream = match first {
                     Some(stream) => stream,
