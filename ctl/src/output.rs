@@ -42,6 +42,7 @@ pub struct ForwardJson {
     pub bytes_down: u64,
     pub last_error: Option<String>,
     pub created_at_ms: i64,
+    pub setup_retries: u64,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -59,6 +60,7 @@ impl From<&Forward> for ForwardJson {
             bytes_down: forward.bytes_down,
             last_error: non_empty(&forward.last_error),
             created_at_ms: forward.created_at_ms,
+            setup_retries: forward.setup_retries,
         }
     }
 }
@@ -179,6 +181,7 @@ pub(crate) mod tests {
             last_error: String::new(),
             created_at_ms: 1_700_000_000_000,
             last_error_at_ms: 0,
+            setup_retries: 2,
         }
     }
 
@@ -192,7 +195,7 @@ pub(crate) mod tests {
                 "target": "10.1.0.4:22", "local": "127.0.0.1:2222",
                 "state": "listening", "active_connections": 1, "total_connections": 3,
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
-                "created_at_ms": 1_700_000_000_000_i64,
+                "created_at_ms": 1_700_000_000_000_i64, "setup_retries": 2,
             })
         );
         let mut failing = forward();

@@ -56,6 +56,8 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
                 "ip_connect_enabled": b.ip_connect_enabled,
                 "last_error": output::non_empty(&b.last_error),
                 "resolved_at_ms": b.resolved_at_ms,
+                "sessions_in_use": b.sessions_in_use,
+                "max_sessions": b.max_sessions,
             })
         })
         .collect();
@@ -72,6 +74,7 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "forwards_in_error": status.forwards_in_error,
         "active_connections": status.active_connections,
         "live_sessions": status.live_sessions,
+        "setup_retries": status.setup_retries,
         "config_file": status.config_file,
         "state_file": status.state_file,
         "socket": socket,
@@ -116,11 +119,12 @@ fn render_status(status: &StatusResponse, socket: &std::path::Path, now_ms: i64)
     field(
         "forwards:",
         format!(
-            "{} ({} in error), {} active connections, {} live Bastion sessions",
+            "{} ({} in error), {} active connections, {} live Bastion sessions, {} setups retried",
             status.forwards,
             status.forwards_in_error,
             status.active_connections,
-            status.live_sessions
+            status.live_sessions,
+            status.setup_retries
         ),
     );
     field("config:", status.config_file.clone());
@@ -199,6 +203,8 @@ mod tests {
                 ip_connect_enabled: false,
                 last_error: String::new(),
                 resolved_at_ms: 1,
+                sessions_in_use: 3,
+                max_sessions: 32,
             }],
             forwards: 2,
             forwards_in_error: 1,
@@ -207,6 +213,7 @@ mod tests {
             config_file: "/c/config.toml".into(),
             state_file: "/s/state.json".into(),
             live_sessions: 3,
+            setup_retries: 5,
         }
     }
 
@@ -228,7 +235,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("azure-cli, token valid 41m"), "{text}");
-        assert!(text.contains("2 (1 in error), 3 active connections, 3 live Bastion sessions"));
+        assert!(text.contains(
+            "2 (1 in error), 3 active connections, 3 live Bastion sessions, 5 setups retried"
+        ));
         assert!(!text.contains("auth error"));
         assert!(
             text.contains("hub      127.0.0.1:4443  Standard  yes        no"),

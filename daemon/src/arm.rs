@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::bastion_host::BastionHost;
-use crate::config::Settings;
+use crate::config::{BastionSettings, Settings};
 use crate::error::TunnelError;
 use crate::error_body::error_message;
 use crate::lock::lock;
@@ -99,13 +101,21 @@ struct ArmProperties {
     enable_ip_connect: bool,
 }
 
-/// One configured bastion and what ARM said about it.
+/// How long what ARM said about a bastion is trusted. A failed check or a
+/// refused session forgets it at once; this bounds how long any other portal
+/// change (a redeploy, a feature turned off) goes unseen. ARM reads are cheap
+/// and one lookup serves every connection meanwhile.
+const LOOKUP_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// One configured bastion, what ARM said about it, and its session budget.
 pub struct BastionEntry {
     pub name: String,
-    pub resource_id: String,
+    pub settings: BastionSettings,
     state: Mutex<EntryState>,
     /// Single-flight: concurrent first connections share one ARM lookup.
     resolving: tokio::sync::Mutex<()>,
+    /// One permit per live session (`max_sessions`); waiters are served in order.
+    slots: Arc<Semaphore>,
 }
 
 #[derive(Default, Clone)]
@@ -116,34 +126,63 @@ pub struct EntryState {
 }
 
 impl BastionEntry {
-    fn new(name: &str, resource_id: &str) -> BastionEntry {
+    fn new(name: &str, settings: &BastionSettings) -> BastionEntry {
         BastionEntry {
             name: name.to_string(),
-            resource_id: resource_id.to_string(),
+            settings: settings.clone(),
             state: Mutex::default(),
             resolving: tokio::sync::Mutex::new(()),
+            slots: Arc::new(Semaphore::new(settings.max_sessions as usize)),
         }
+    }
+
+    pub fn resource_id(&self) -> &str {
+        &self.settings.resource_id
+    }
+
+    /// Waits (in order, until `deadline`) for room for one more live session.
+    pub async fn session_slot(
+        &self,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, TunnelError> {
+        let max = self.settings.max_sessions;
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; a timeout is the only way here.
+            _ => Err(TunnelError::Busy(format!(
+                "all {max} Bastion sessions allowed on bastion {} are in use and none came free in time; \
+                 raise `max_sessions` under [bastions.{}] in config.toml (a Standard Bastion carries \
+                 about 40 SSH sessions in all), or close idle connections",
+                self.name, self.name
+            ))),
+        }
+    }
+
+    /// Sessions of this bastion in use (or being deleted) now.
+    pub fn sessions_in_use(&self) -> u32 {
+        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
+        self.settings.max_sessions.saturating_sub(free)
     }
 
     pub fn snapshot(&self) -> EntryState {
         self.lock().clone()
     }
 
-    /// The cached host, or a fresh ARM lookup.
+    /// The cached host while it is fresh, else a new ARM lookup.
     pub async fn resolve(
         &self,
         http: &reqwest::Client,
         resource_manager: &str,
         token: &Secret,
     ) -> Result<Arc<BastionHost>, TunnelError> {
-        if let Some(host) = self.lock().host.clone() {
+        if let Some(host) = self.fresh() {
             return Ok(host);
         }
         let _resolving = self.resolving.lock().await;
-        if let Some(host) = self.lock().host.clone() {
+        if let Some(host) = self.fresh() {
             return Ok(host);
         }
-        let result = lookup(http, resource_manager, &self.resource_id, token).await;
+        let result = lookup(http, resource_manager, self.resource_id(), token).await;
         let mut state = self.lock();
         match result {
             Ok(host) => {
@@ -161,12 +200,24 @@ impl BastionEntry {
         }
     }
 
+    fn fresh(&self) -> Option<Arc<BastionHost>> {
+        let state = self.lock();
+        let age = state.resolved_at?.elapsed().ok()?;
+        // A clock that went backwards makes `elapsed` fail: look up again.
+        (age < LOOKUP_TTL).then(|| state.host.clone())?
+    }
+
     /// Forgets the cached host after a failure, so the next connection asks
     /// ARM again (the bastion may have been reconfigured or redeployed).
     pub fn invalidate(&self, error: &TunnelError) {
         let mut state = self.lock();
         state.host = None;
         state.last_error = Some(error.to_string());
+    }
+
+    /// Forgets the cached host (on reload: look every bastion up afresh).
+    pub fn forget(&self) {
+        self.lock().host = None;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
@@ -177,8 +228,8 @@ impl BastionEntry {
 /// The configured bastions by name.
 pub type Bastions = BTreeMap<String, Arc<BastionEntry>>;
 
-/// Builds the bastion table for `settings`, keeping entries (and their cached
-/// lookups) whose resource id did not change.
+/// Builds the bastion table for `settings`, keeping entries (and their
+/// session budgets) whose settings did not change.
 pub fn bastions(settings: &Settings, previous: Option<&Bastions>) -> Bastions {
     settings
         .bastions
@@ -186,9 +237,9 @@ pub fn bastions(settings: &Settings, previous: Option<&Bastions>) -> Bastions {
         .map(|(name, b)| {
             let kept = previous
                 .and_then(|p| p.get(name))
-                .filter(|e| e.resource_id == b.resource_id)
+                .filter(|e| e.settings == *b)
                 .cloned();
-            let entry = kept.unwrap_or_else(|| Arc::new(BastionEntry::new(name, &b.resource_id)));
+            let entry = kept.unwrap_or_else(|| Arc::new(BastionEntry::new(name, b)));
             (name.clone(), entry)
         })
         .collect()

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+mod tunnel;
+pub use tunnel::TunnelSettings;
 
 /// Public-cloud Azure Resource Manager.
 pub const DEFAULT_RESOURCE_MANAGER: &str = "https://management.azure.com";
@@ -13,13 +15,12 @@ pub const DEFAULT_RESOURCE_MANAGER: &str = "https://management.azure.com";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// The audience Bastion accepts for `aztoken`: an ARM token.
 pub const DEFAULT_TOKEN_SCOPE: &str = "https://management.azure.com/.default";
-/// Bastion (like most load balancers) drops idle connections after a few
-/// minutes; a ping every 30 s keeps quiet ssh sessions alive and notices dead
-/// tunnels within a minute.
-const DEFAULT_KEEPALIVE_INTERVAL_SECS: u64 = 30;
-/// A pong normally comes back within one round trip; 15 s tolerates a slow or
-/// briefly congested link without leaving a dead tunnel hanging for minutes.
-const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 15;
+/// A Standard Bastion carries about 40 SSH sessions, shared with everyone
+/// else using it (portal users included): one daemon takes at most 32 unless
+/// told otherwise, leaving room for the rest.
+pub const DEFAULT_MAX_SESSIONS: u32 = 32;
+/// More sessions than any Bastion SKU carries.
+const MAX_MAX_SESSIONS: u32 = 10_000;
 
 /// A settings problem, with the file it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,14 @@ pub struct Settings {
 pub struct BastionSettings {
     /// `/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/bastionHosts/<name>`
     pub resource_id: String,
+    /// Live Bastion sessions this daemon opens at most on this bastion;
+    /// connections beyond it wait for a free one.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+}
+
+fn default_max_sessions() -> u32 {
+    DEFAULT_MAX_SESSIONS
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -117,33 +126,6 @@ pub struct TlsSettings {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TunnelSettings {
-    /// Ping a tunnel that has received nothing for this long.
-    pub keepalive_interval_secs: u64,
-    /// Close a tunnel whose ping got no answer (nor data) for this long.
-    pub keepalive_timeout_secs: u64,
-}
-
-impl Default for TunnelSettings {
-    fn default() -> Self {
-        TunnelSettings {
-            keepalive_interval_secs: DEFAULT_KEEPALIVE_INTERVAL_SECS,
-            keepalive_timeout_secs: DEFAULT_KEEPALIVE_TIMEOUT_SECS,
-        }
-    }
-}
-
-impl TunnelSettings {
-    pub fn keepalive_interval(&self) -> Duration {
-        Duration::from_secs(self.keepalive_interval_secs)
-    }
-    pub fn keepalive_timeout(&self) -> Duration {
-        Duration::from_secs(self.keepalive_timeout_secs)
-    }
-}
-
 impl Settings {
     /// Reads `file`; a missing file gives the defaults (no bastions yet).
     pub fn load(file: &Path) -> Result<Settings, ConfigError> {
@@ -193,6 +175,12 @@ impl Settings {
                     bastion.resource_id
                 ));
             }
+            if !(1..=MAX_MAX_SESSIONS).contains(&bastion.max_sessions) {
+                return Err(format!(
+                    "`bastions.{name}.max_sessions` = {} is out of range (1 to {MAX_MAX_SESSIONS})",
+                    bastion.max_sessions
+                ));
+            }
         }
         for (key, value) in [
             ("cloud.resource_manager", &self.cloud.resource_manager),
@@ -203,13 +191,7 @@ impl Settings {
                 _ => return Err(format!("`{key}` = {value:?} is not an https:// URL")),
             }
         }
-        if self.tunnel.keepalive_interval_secs == 0 {
-            return Err("`tunnel.keepalive_interval_secs` must be at least 1".into());
-        }
-        if self.tunnel.keepalive_timeout_secs == 0 {
-            return Err("`tunnel.keepalive_timeout_secs` must be at least 1".into());
-        }
-        Ok(())
+        self.tunnel.validate()
     }
 
     /// The bastion a forward uses when it names none.
@@ -309,7 +291,7 @@ keepalive_interval_secs = 5
         assert_eq!(s.auth.credential, CredentialKind::AzureCli);
         assert_eq!(
             s.tunnel.keepalive_timeout_secs,
-            DEFAULT_KEEPALIVE_TIMEOUT_SECS
+            TunnelSettings::default().keepalive_timeout_secs
         );
         assert_eq!(s.cloud.token_scope, DEFAULT_TOKEN_SCOPE);
     }

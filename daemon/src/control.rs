@@ -4,31 +4,17 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
+use bastion_proto::target::Target;
 use bastion_proto::v1::control_server::Control;
-use bastion_proto::v1::{self as proto, connect_request, connect_response, event::Kind};
+use bastion_proto::v1::{self as proto, connect_request, event::Kind};
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream, errors::BroadcastStreamRecvError};
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument;
 
-use crate::forward::target_proto;
 use crate::forwards::Forwards;
-use crate::keepalive::Keepalive;
-use crate::pump::{self, PumpError, Traffic};
 use crate::shared::Shared;
-use bastion_proto::target::Target;
-
-/// Bytes buffered between a `Connect` stream and its tunnel in each direction.
-const CONNECT_BUFFER: usize = 256 * 1024;
-/// gRPC messages queued towards a `Connect` client before the pump waits.
-const CONNECT_QUEUE: usize = 16;
-/// Largest data message sent to a `Connect` client (gRPC's default limit is 4 MiB).
-const CONNECT_CHUNK: usize = 64 * 1024;
 
 /// Refuses callers that are not the daemon's own user.
 #[allow(clippy::result_large_err)] // tonic's interceptor signature
@@ -164,137 +150,7 @@ impl Control for ControlService {
         let target = Target::from_parts(&target.host, target.port)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let bastion = self.forwards.bastion_for(&open.bastion)?;
-        let connector = self.shared.connector();
-        let id = self.shared.next_connection_id();
-        let span = tracing::info_span!("conn", id, peer = "connect", %target);
-        let tunnel = connector
-            .open(&bastion, &target)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| {
-                tracing::warn!(parent: &span, error = %e, "cannot open a tunnel for Connect");
-                Status::from(e)
-            })?;
-        let (tx, rx) = mpsc::channel(CONNECT_QUEUE);
-        let _ = tx
-            .send(Ok(proto::ConnectResponse {
-                msg: Some(connect_response::Msg::Opened(true)),
-            }))
-            .await;
-        let keepalive = connector.keepalive();
-        let shared = self.shared.clone();
-        let event =
-            move |active, traffic: Option<&Traffic>, error: String| proto::ConnectionEvent {
-                connection_id: id,
-                peer: "connect".into(),
-                target: Some(target_proto(&target)),
-                active_connections: active,
-                bytes_up: traffic.map_or(0, |t| t.up.load(Ordering::Relaxed)),
-                bytes_down: traffic.map_or(0, |t| t.down.load(Ordering::Relaxed)),
-                error,
-                ..Default::default()
-            };
-        let active = shared.streams_active.fetch_add(1, Ordering::Relaxed) + 1;
-        shared
-            .events
-            .connection_opened(event(active, None, String::new()));
-        let task = async move {
-            let traffic = Traffic::default();
-            let cancel = shared.shutdown.child_token();
-            let result = bridge(inbound, &tx, tunnel.socket, keepalive, &traffic, &cancel).await;
-            drop(tunnel.session);
-            let error = match result {
-                Ok(()) => {
-                    let _ = tx
-                        .send(Ok(proto::ConnectResponse {
-                            msg: Some(connect_response::Msg::Eof(true)),
-                        }))
-                        .await;
-                    String::new()
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "Connect stream failed");
-                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
-                    e.to_string()
-                }
-            };
-            let active = shared.streams_active.fetch_sub(1, Ordering::Relaxed) - 1;
-            shared
-                .events
-                .connection_closed(event(active, Some(&traffic), error));
-        };
-        self.shared.tasks.spawn(task.instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let stream = crate::connect::start(&self.shared, bastion, target, inbound);
+        Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// Runs the pump with the gRPC stream adapted to a byte stream (a duplex
-/// pipe), so `Connect` shares all tunnel logic with forwards.
-async fn bridge(
-    mut inbound: Streaming<proto::ConnectRequest>,
-    tx: &mpsc::Sender<Result<proto::ConnectResponse, Status>>,
-    socket: crate::websocket::TunnelSocket,
-    keepalive: Keepalive,
-    traffic: &Traffic,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<(), PumpError> {
-    let (ours, theirs) = tokio::io::duplex(CONNECT_BUFFER);
-    let (their_read, their_write) = tokio::io::split(theirs);
-    let (mut our_read, mut our_write) = tokio::io::split(ours);
-    let meters = [traffic];
-    let tunnel = pump::pump(their_read, their_write, socket, keepalive, &meters, cancel);
-    // Client messages → pipe. Ends at the client's EOF; a broken stream cancels the tunnel.
-    let from_client = async {
-        loop {
-            match inbound.message().await {
-                Ok(Some(proto::ConnectRequest {
-                    msg: Some(connect_request::Msg::Data(data)),
-                })) => {
-                    if our_write.write_all(&data).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(proto::ConnectRequest {
-                    msg: Some(connect_request::Msg::Eof(_)),
-                }))
-                | Ok(None) => {
-                    let _ = our_write.shutdown().await;
-                    return;
-                }
-                Ok(Some(_)) => {}
-                Err(status) => {
-                    tracing::debug!(%status, "Connect client went away");
-                    cancel.cancel();
-                    return;
-                }
-            }
-        }
-    };
-    // Pipe → client messages, until the tunnel's EOF.
-    let to_client = async {
-        loop {
-            let mut buf = Vec::with_capacity(CONNECT_CHUNK);
-            match our_read.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let message = proto::ConnectResponse {
-                        msg: Some(connect_response::Msg::Data(buf)),
-                    };
-                    if tx.send(Ok(message)).await.is_err() {
-                        cancel.cancel();
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    let transfer = async {
-        tokio::pin!(tunnel);
-        tokio::select! {
-            result = &mut tunnel => result,
-            () = from_client => tunnel.await,
-        }
-    };
-    let (result, ()) = tokio::join!(transfer, to_client);
-    result
 }

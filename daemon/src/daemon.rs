@@ -19,7 +19,7 @@ use crate::events::Events;
 use crate::forwards::Forwards;
 use crate::notify;
 use crate::reload::{reload_on_sighup, warm_up};
-use crate::session::Sessions;
+use crate::session::{DELETE_TIMEOUT, Sessions};
 use crate::shared::Shared;
 use crate::status::summary;
 use crate::store::Store;
@@ -28,7 +28,9 @@ use crate::tunnel::Connector;
 /// How long shutdown waits for connections to send their Close frames and end.
 const SHUTDOWN_CONNECTIONS_GRACE: Duration = Duration::from_secs(3);
 /// How long shutdown waits for Bastion session deletes (including retries).
-const SHUTDOWN_DELETES_GRACE: Duration = Duration::from_secs(4);
+/// Longer than one DELETE attempt may take, with room for a retry's pause;
+/// the unit's TimeoutStopSec (20 s) covers all the shutdown graces together.
+const SHUTDOWN_DELETES_GRACE: Duration = DELETE_TIMEOUT.saturating_add(Duration::from_secs(3));
 /// How long shutdown waits for the control server to finish open calls.
 const SHUTDOWN_SERVER_GRACE: Duration = Duration::from_secs(1);
 /// The STATUS= line is refreshed this often so the token's remaining time stays current.

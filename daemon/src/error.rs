@@ -35,6 +35,9 @@ pub enum TunnelError {
     /// The WebSocket could not be opened.
     #[error("tunnel: {0}")]
     WebSocket(String),
+    /// No Bastion session could be had within the setup deadline (`max_sessions`).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl TunnelError {
@@ -57,6 +60,21 @@ impl TunnelError {
         TunnelError::Unreachable { what, message }
     }
 
+    /// Whether a fresh try may succeed where this one failed: the Bastion's
+    /// intermittent faults (5xx, 408, 429, resets, TLS and upgrade failures)
+    /// are; refusals (401 after a fresh token, 403, 404, a precondition)
+    /// and waits that already used up the deadline are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TunnelError::Rejected { status, .. } => matches!(status, 408 | 429 | 500..),
+            TunnelError::Unreachable { .. } | TunnelError::WebSocket(_) => true,
+            TunnelError::Auth(_)
+            | TunnelError::NotConfigured(_)
+            | TunnelError::Precondition(_)
+            | TunnelError::Busy(_) => false,
+        }
+    }
+
     /// The gRPC code a control client sees for this error.
     pub fn code(&self) -> tonic::Code {
         match self {
@@ -71,6 +89,7 @@ impl TunnelError {
                 _ => tonic::Code::FailedPrecondition,
             },
             TunnelError::Unreachable { .. } | TunnelError::WebSocket(_) => tonic::Code::Unavailable,
+            TunnelError::Busy(_) => tonic::Code::ResourceExhausted,
         }
     }
 }
@@ -103,5 +122,23 @@ mod tests {
             TunnelError::NotConfigured(String::new()).code(),
             tonic::Code::NotFound
         );
+    }
+
+    #[test]
+    fn only_what_a_retry_can_fix_is_transient() {
+        let rejected = |status| TunnelError::Rejected {
+            what: "x",
+            status,
+            message: String::new(),
+        };
+        for status in [408, 429, 500, 502, 503] {
+            assert!(rejected(status).is_transient(), "{status}");
+        }
+        for status in [400, 401, 403, 404] {
+            assert!(!rejected(status).is_transient(), "{status}");
+        }
+        assert!(TunnelError::WebSocket("HTTP text after 101".into()).is_transient());
+        assert!(!TunnelError::Precondition(String::new()).is_transient());
+        assert!(!TunnelError::Busy(String::new()).is_transient());
     }
 }

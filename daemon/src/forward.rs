@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::error::TunnelError;
+use crate::connection::{self, ConnectionError, Route};
 use crate::lock::lock;
-use crate::pump::{self, PumpError, Traffic};
+use crate::pump::{PumpError, Traffic};
 use crate::shared::Shared;
 use crate::store::SavedForward;
 use bastion_proto::target::{Target, TargetHost};
@@ -100,6 +100,8 @@ pub struct Forward {
     traffic: Traffic,
     active: AtomicU64,
     total: AtomicU64,
+    /// Tunnels set up again after a transient failure, unseen by clients.
+    setup_retries: AtomicU64,
     status: Mutex<Status>,
     cancel: CancellationToken,
     listener_task: Mutex<Option<JoinHandle<()>>>,
@@ -127,6 +129,7 @@ impl Forward {
             traffic: Traffic::default(),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            setup_retries: AtomicU64::new(0),
             status: Mutex::new(Status { state, last_error }),
             cancel: shared.shutdown.child_token(),
             listener_task: Mutex::new(None),
@@ -176,6 +179,7 @@ impl Forward {
             last_error,
             created_at_ms: self.spec.created_at_ms,
             last_error_at_ms,
+            setup_retries: self.setup_retries.load(Ordering::Relaxed),
         }
     }
 
@@ -295,16 +299,23 @@ impl Forward {
             });
     }
 
-    /// Opens the tunnel and pumps.
+    /// Opens the tunnel (retrying what can be retried) and carries the connection.
     async fn tunnel(
         &self,
         socket: &mut TcpStream,
         traffic: &Traffic,
     ) -> Result<(), ConnectionError> {
         let connector = self.shared.connector();
+        let retries = [&self.setup_retries, &self.shared.setup_retries];
+        let mut setup = connector.setup(&retries);
+        let route = Route {
+            connector: &connector,
+            bastion: &self.spec.bastion,
+            target: &self.spec.target,
+        };
         let opened = tokio::select! {
             () = self.cancel.cancelled() => return Ok(()),
-            opened = connector.open(&self.spec.bastion, &self.spec.target) => opened,
+            opened = connector.open(route.bastion, route.target, &mut setup) => opened,
         };
         let tunnel = match opened {
             Ok(tunnel) => tunnel,
@@ -316,14 +327,15 @@ impl Forward {
             }
         };
         tracing::debug!("tunnel open");
-        let keepalive = connector.keepalive();
         let (reader, writer) = socket.split();
-        let result = pump::pump(
+        let meters = [traffic, &self.traffic];
+        let result = connection::carry(
+            &route,
+            tunnel,
+            &mut setup,
             reader,
             writer,
-            tunnel.socket,
-            keepalive,
-            &[traffic, &self.traffic],
+            &meters,
             &self.cancel,
         )
         .await;
@@ -334,24 +346,16 @@ impl Forward {
                 "connection closed"
             ),
             // The local side's failure is not the forward's problem.
-            Err(PumpError::Client(e)) => tracing::debug!(error = %e, "client connection failed"),
+            Err(ConnectionError::Pump(PumpError::Client(e))) => {
+                tracing::debug!(error = %e, "client connection failed")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
                 self.set_status(self.state(), Some(e.to_string()));
             }
         }
-        Ok(result?)
+        result
     }
-}
-
-/// Why one connection through a forward ended early; its text goes into the
-/// connection's close event.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
-    #[error(transparent)]
-    Open(#[from] TunnelError),
-    #[error(transparent)]
-    Pump(#[from] PumpError),
 }
 
 /// Ends a client connection with a FIN rather than a reset: closing a socket

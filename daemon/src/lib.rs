@@ -8,9 +8,11 @@
 //!   connections, state and counters; [`store`]: the state file;
 //!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
 //!   service share.
-//! - [`pump`]: bytes between a client and a tunnel; [`keepalive`]: pings and
-//!   the stall verdict.
-//! - [`tunnel`]: opening a tunnel (token → bastion → session → WebSocket),
+//! - [`connect`]: the `Connect` stream; [`connection`]: one client through a
+//!   tunnel, replaced while it has carried nothing; [`pump`]: bytes between a
+//!   client and a tunnel; [`keepalive`]: pings and the stall verdict.
+//! - [`tunnel`]: opening a tunnel (token → bastion → session → WebSocket)
+//!   with retries within a [`setup`] budget,
 //!   built from [`auth`] (token cache), [`arm`] (bastion lookup, cached),
 //!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
 //!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
@@ -27,6 +29,8 @@ pub mod arm;
 pub mod auth;
 pub mod bastion_host;
 pub mod config;
+pub mod connect;
+pub mod connection;
 pub mod control;
 pub mod daemon;
 pub mod error;
@@ -46,6 +50,7 @@ pub mod pump;
 pub mod reload;
 pub mod secret;
 pub mod session;
+pub mod setup;
 pub mod shared;
 pub mod status;
 pub mod store;

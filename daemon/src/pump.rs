@@ -3,35 +3,45 @@
 //! as the protocol allows. The protocol has no half-close: a Close frame ends
 //! the session at once. So after the client's EOF the tunnel stays open while
 //! the target is still sending (an answer to the client's last request), and
-//! the Close frame goes out once it has been quiet for [`EOF_IDLE_LINGER`]
-//! (at most [`EOF_MAX_LINGER`]); upstream data is delivered until the peer's
-//! Close. An upstream Close or EOF shuts down the client's write side. Idle
-//! tunnels are pinged; an unanswered ping closes the connection.
+//! the Close frame goes out once it has been quiet for `eof_linger` (at most
+//! [`EOF_MAX_LINGER`]); upstream data is delivered until the peer's Close. An
+//! upstream Close or EOF shuts down the client's write side. Idle tunnels are
+//! pinged; an unanswered ping closes the connection ([`crate::keepalive`]).
+//!
+//! A tunnel that fails before it has carried anything (the reported upgrade
+//! faults: HTTP text after the 101, a stall, a vanished connection) ends in
+//! [`PumpError::Unconfirmed`]: the caller may replace it with a fresh one
+//! without the client noticing. Client bytes already sent on it are handed
+//! back for the next tunnel only where the Bastion proved it never relayed
+//! them (it answered with HTTP instead of frames); after a stall or a
+//! vanished connection nobody can tell, so those are replaced only while no
+//! client byte has gone up.
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::keepalive::{self, Activity, Keepalive};
+use crate::lock::lock;
+use crate::websocket::HttpAfterUpgrade;
 
-/// Each client read goes straight into the frame payload; 64 KiB frames keep
-/// per-frame overhead negligible for bulk transfers (the official client
-/// reads 4 KiB at a time, which is why it is slow).
+mod downstream;
+mod upstream;
+
+/// Client reads go straight into one buffer this big, cut into frames of at
+/// most `max_frame` bytes: big reads keep syscalls few for bulk transfers.
 pub const READ_CHUNK: usize = 64 * 1024;
-/// After the client's EOF, this much silence from the target means it has
-/// nothing more to say; long enough for a reply to cross a slow link.
-pub const EOF_IDLE_LINGER: Duration = Duration::from_secs(2);
 /// After the client's EOF, the longest a still-talking target keeps the tunnel open.
 pub const EOF_MAX_LINGER: Duration = Duration::from_secs(30);
 /// After our Close frame, how long the peer may take to answer with its own;
@@ -39,6 +49,26 @@ pub const EOF_MAX_LINGER: Duration = Duration::from_secs(30);
 pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound for sending a Close frame when the daemon cancels a connection.
 const CANCEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Client bytes kept until the tunnel proves itself, to send again on a
+/// fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
+/// ClientHello, an HTTP request head); a client that sends more before the
+/// first frame comes back is not replayed.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// How one tunnel behaves, from `[tunnel]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PumpOptions {
+    pub keepalive: Keepalive,
+    /// Largest frame sent (`max_frame_bytes`).
+    pub max_frame: usize,
+    /// After the client's EOF, this much silence from the target ends the tunnel.
+    pub eof_linger: Duration,
+    /// Probe the fresh tunnel with a ping, and give up on it as
+    /// [`PumpError::Unconfirmed`] if neither a frame nor a client byte has
+    /// moved within this long. `None` on a connection's last try, where
+    /// there is nothing better to fall back to than waiting.
+    pub probe: Option<Duration>,
+}
 
 /// Byte counters one pump adds to (a connection's, its forward's).
 #[derive(Debug, Default)]
@@ -60,10 +90,51 @@ pub enum PumpError {
     /// The Bastion ended the tunnel with an error code (target refused, dropped…).
     #[error("tunnel closed by the Bastion: {0}")]
     Closed(String),
+    #[error(
+        "the Bastion refused a {0}-byte WebSocket frame as too big (Close 1009); \
+         lower `max_frame_bytes` under [tunnel] in config.toml (4096 is what the Azure CLI sends)"
+    )]
+    FrameTooBig(usize),
     #[error("tunnel stalled: no answer to a keepalive ping within {0:?}")]
     Keepalive(Duration),
+    #[error("tunnel stalled after the upgrade: no frame from the Bastion within {0:?}")]
+    Silent(Duration),
+    #[error("the Bastion ended the tunnel without a Close frame")]
+    Vanished,
     #[error("tunnel: the Bastion did not answer our Close frame within {0}s")]
     CloseTimeout(u64),
+    /// Failed before carrying anything: a fresh tunnel may take over,
+    /// sending `replay` (client bytes this one swallowed) first.
+    #[error("{error}")]
+    Unconfirmed {
+        error: Box<PumpError>,
+        replay: Bytes,
+    },
+}
+
+/// Client bytes sent on a tunnel that has not proved itself yet.
+struct Held {
+    bytes: BytesMut,
+    /// More than [`REPLAY_LIMIT`] went up, or the tunnel was confirmed.
+    given_up: bool,
+}
+
+impl Held {
+    fn keep(&mut self, data: &[u8], confirmed: bool) {
+        if self.given_up {
+            return;
+        }
+        if confirmed || self.bytes.len() + data.len() > REPLAY_LIMIT {
+            self.given_up = true;
+            self.bytes = BytesMut::new();
+        } else {
+            self.bytes.extend_from_slice(data);
+        }
+    }
+
+    fn replay(&mut self) -> Option<Bytes> {
+        (!self.given_up).then(|| std::mem::take(&mut self.bytes).freeze())
+    }
 }
 
 /// The read half of a client, able to wait for data without holding a
@@ -84,12 +155,21 @@ impl<T: AsyncRead + Send> ClientRead for tokio::io::ReadHalf<T> {
     }
 }
 
-/// Moves bytes both ways until both sides are done, an error, or `cancel`.
+/// A retried connection hands the same client to each tunnel in turn.
+impl<T: ClientRead> ClientRead for &mut T {
+    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
+        (**self).ready()
+    }
+}
+
+/// Moves bytes both ways until both sides are done, an error, or `cancel`;
+/// `replay` (from a tunnel this one replaces) goes up first.
 pub async fn pump<R, W, S>(
     reader: R,
     writer: W,
     ws: WebSocketStream<S>,
-    keepalive_timing: Keepalive,
+    replay: Bytes,
+    options: &PumpOptions,
     meters: &[&Traffic],
     cancel: &CancellationToken,
 ) -> Result<(), PumpError>
@@ -101,17 +181,31 @@ where
     let (mut sink, mut stream) = ws.split();
     let activity = Activity::default();
     let ping_wanted = Notify::new();
-    {
-        let up = upstream(reader, &mut sink, &ping_wanted, &activity, meters);
-        let down = downstream(writer, &mut stream, &activity, meters);
-        let keepalive = keepalive::watch(&activity, &ping_wanted, keepalive_timing);
-        tokio::pin!(up, down, keepalive);
+    let held = Mutex::new(Held {
+        bytes: BytesMut::new(),
+        given_up: false,
+    });
+    let result = {
+        let up = upstream::Upstream {
+            sink: &mut sink,
+            ping_wanted: &ping_wanted,
+            activity: &activity,
+            held: &held,
+            options,
+            meters,
+        }
+        .run(reader, replay);
+        let down = downstream::run(writer, &mut stream, &activity, options.max_frame, meters);
+        let keepalive = keepalive::watch(&activity, &ping_wanted, options.keepalive);
+        let probe = probe(&activity, options.probe);
+        tokio::pin!(up, down, keepalive, probe);
         // Keepalive applies while data may flow; once our Close is out, the
         // close handshake has its own bound.
         let transfer = async {
             tokio::select! {
                 result = &mut down => result,
-                () = &mut keepalive => Err(PumpError::Keepalive(keepalive_timing.timeout)),
+                () = &mut keepalive => Err(PumpError::Keepalive(options.keepalive.timeout)),
+                error = &mut probe => Err(error),
                 result = &mut up => {
                     result?;
                     timeout(CLOSE_REPLY_TIMEOUT, &mut down)
@@ -121,180 +215,56 @@ where
             }
         };
         tokio::select! {
-            result = transfer => return result,
-            () = cancel.cancelled() => {}
+            result = transfer => Some(result),
+            () = cancel.cancelled() => None,
         }
-    }
-    let _ = timeout(CANCEL_CLOSE_TIMEOUT, sink.send(Message::Close(None))).await;
-    Ok(())
-}
-
-/// Client → WebSocket. Returns after the client's EOF, once the target has
-/// gone quiet and the Close frame is sent.
-async fn upstream<R, S>(
-    mut reader: R,
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    ping_wanted: &Notify,
-    activity: &Activity,
-    meters: &[&Traffic],
-) -> Result<(), PumpError>
-where
-    R: ClientRead,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    // One read buffer, reused: each frame is split off it, and once
-    // tungstenite has copied a frame out (masking needs that copy anyway)
-    // `reserve` reclaims its room, so steady traffic allocates nothing. It is
-    // allocated on the first data and released when the tunnel goes idle
-    // long enough to be pinged, so idle connections hold none.
-    let mut buf = BytesMut::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = ping_wanted.notified() => {
-                buf = BytesMut::new();
-                ping(sink).await?;
-                continue;
-            }
-            ready = reader.ready() => ready.map_err(PumpError::Client)?,
-        }
-        // Read a burst: feed each chunk as one frame and flush only when the
-        // client has nothing more right now, so bulk data is batched and
-        // interactive data goes out at once. The first read is awaited (a
-        // reader without readiness, like the Connect pipe, blocks there),
-        // the rest only taken if immediately available.
-        let mut fed = false;
-        loop {
-            buf.reserve(READ_CHUNK);
-            let read = if fed {
-                match reader.read_buf(&mut buf).now_or_never() {
-                    Some(read) => read,
-                    None => break,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    () = ping_wanted.notified() => {
-                        ping(sink).await?;
-                        continue;
-                    }
-                    read = reader.read_buf(&mut buf) => read,
-                }
-            };
-            match read.map_err(PumpError::Client)? {
-                0 => {
-                    if fed {
-                        sink.flush().await.map_err(PumpError::Tunnel)?;
-                    }
-                    linger(sink, ping_wanted, activity).await?;
-                    sink.send(Message::Close(None))
-                        .await
-                        .map_err(PumpError::Tunnel)?;
-                    return Ok(());
-                }
-                n => {
-                    for meter in meters {
-                        meter.up.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                    sink.feed(Message::Binary(buf.split().freeze()))
-                        .await
-                        .map_err(PumpError::Tunnel)?;
-                    fed = true;
-                    // A long upload to a quiet target still answers keepalives.
-                    if ping_wanted.notified().now_or_never().is_some() {
-                        ping(sink).await?;
-                    }
-                }
-            }
-        }
-        if fed {
-            sink.flush().await.map_err(PumpError::Tunnel)?;
-        }
-    }
-}
-
-/// Waits, after the client's EOF, until the target has been quiet for
-/// [`EOF_IDLE_LINGER`] (at most [`EOF_MAX_LINGER`]), still answering keepalives.
-async fn linger<S>(
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    ping_wanted: &Notify,
-    activity: &Activity,
-) -> Result<(), PumpError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let eof_at = Instant::now();
-    let give_up = eof_at + EOF_MAX_LINGER;
-    loop {
-        let deadline = (activity.last_data().max(eof_at) + EOF_IDLE_LINGER).min(give_up);
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        tokio::select! {
-            () = ping_wanted.notified() => {
-                ping(sink).await?;
-            }
-            () = sleep_until(deadline) => {}
-        }
-    }
-}
-
-/// Sends a keepalive ping (written out at once: it must not wait for a burst).
-async fn ping<S>(
-    sink: &mut futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-) -> Result<(), PumpError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    sink.send(Message::Ping(Default::default()))
-        .await
-        .map_err(PumpError::Tunnel)
-}
-
-/// WebSocket → client. Returns when the Bastion closes the tunnel.
-async fn downstream<W, S>(
-    mut writer: W,
-    stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>,
-    activity: &Activity,
-    meters: &[&Traffic],
-) -> Result<(), PumpError>
-where
-    W: AsyncWrite + Unpin,
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(message) = stream.next().await {
-        let message = message.map_err(PumpError::Tunnel)?;
-        activity.frame_received();
-        let data = match message {
-            Message::Binary(data) => data,
-            Message::Text(text) => text.into(),
-            Message::Close(frame) => match frame {
-                Some(frame) if !matches!(frame.code, CloseCode::Normal) => {
-                    return Err(PumpError::Closed(format!(
-                        "{} ({})",
-                        frame.reason,
-                        u16::from(frame.code)
-                    )));
-                }
-                _ => break,
+    };
+    match result {
+        Some(Err(error)) => Err(match replayable(&error, &activity, &held) {
+            Some(replay) => PumpError::Unconfirmed {
+                error: Box::new(error),
+                replay,
             },
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        };
-        if data.is_empty() {
-            continue;
-        }
-        activity.data_received();
-        activity.set_delivering(true);
-        writer.write_all(&data).await.map_err(PumpError::Client)?;
-        writer.flush().await.map_err(PumpError::Client)?;
-        activity.set_delivering(false);
-        for meter in meters {
-            meter.down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            None => error,
+        }),
+        Some(Ok(())) => Ok(()),
+        None => {
+            let _ = timeout(CANCEL_CLOSE_TIMEOUT, sink.send(Message::Close(None))).await;
+            Ok(())
         }
     }
-    // The target finished: pass the EOF on (the client may be gone already).
-    let _ = writer.shutdown().await;
-    Ok(())
+}
+
+/// What to send again on a fresh tunnel, when `error` is a failure of the
+/// tunnel itself (not of the client, not a deliberate Close from the
+/// Bastion) before any frame came back, and no client byte can be lost.
+fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Option<Bytes> {
+    let tunnel_fault = matches!(
+        error,
+        PumpError::Tunnel(_) | PumpError::Keepalive(_) | PumpError::Silent(_) | PumpError::Vanished
+    );
+    if !tunnel_fault || activity.confirmed() {
+        return None;
+    }
+    if !activity.committed() {
+        return Some(Bytes::new());
+    }
+    match error {
+        PumpError::Tunnel(e) if HttpAfterUpgrade::is_cause_of(e) => lock(held).replay(),
+        _ => None,
+    }
+}
+
+/// Completes with [`PumpError::Silent`] if, `after` the start, no frame has
+/// come and no client byte has gone; never otherwise.
+async fn probe(activity: &Activity, after: Option<Duration>) -> PumpError {
+    if let Some(after) = after {
+        sleep(after).await;
+        if !activity.confirmed() && !activity.committed() {
+            return PumpError::Silent(after);
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ pub fn reload(shared: &Shared, forwards: &Forwards, config_file: &Path) -> Resul
             ));
         }
     }
+    // A reload is how a user says "I fixed it in the portal": look every
+    // bastion up afresh rather than trust what ARM said before.
+    for entry in connector.bastions.values() {
+        entry.forget();
+    }
     shared.set_connector(connector);
     shared
         .tasks

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bastion_proto::target::{Target, TargetHost};
+use rand::Rng;
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::bastion_host::BastionHost;
@@ -21,8 +23,14 @@ use crate::secret::Secret;
 /// A token POST answers in well under a second; past this the Bastion is in
 /// trouble and the waiting client is better served by a prompt error.
 const TOKEN_POST_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound for one DELETE attempt.
-const DELETE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound for one DELETE attempt; shutdown waits longer than this
+/// (`daemon::SHUTDOWN_DELETES_GRACE`) so an attempt under way can finish.
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(5);
+/// DELETEs in flight at once: after a burst (a forward removed, an IDE
+/// closing 50 connections) the Bastion gets a steady trickle rather than a
+/// stampede, and the pooled HTTPS connections are reused instead of
+/// multiplied. Eight at ~1 RTT each clears 100 sessions in a few seconds.
+const DELETE_CONCURRENCY: usize = 8;
 /// Deletes are retried a few times (transient 5xx, network blips) and then
 /// given up with a warning: the Bastion expires abandoned sessions itself.
 const DELETE_ATTEMPTS: u32 = 4;
@@ -94,12 +102,22 @@ async fn create(
 }
 
 /// Every live session of the daemon, and the creations and deletes in flight.
-#[derive(Default)]
 pub struct Sessions {
     live: AtomicU64,
     /// Requests that must finish even when their caller is gone, so that no
     /// session is left on the Bastion; shutdown waits for them (bounded).
     in_flight: TaskTracker,
+    deletes: Semaphore,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            live: AtomicU64::new(0),
+            in_flight: TaskTracker::new(),
+            deletes: Semaphore::new(DELETE_CONCURRENCY),
+        }
+    }
 }
 
 impl Sessions {
@@ -122,6 +140,7 @@ impl Sessions {
         host: &BastionHost,
         target: &Target,
         aztoken: &Secret,
+        slot: OwnedSemaphorePermit,
     ) -> Result<(LiveSession, SessionTokens), TunnelError> {
         let (sessions, http, host, target, aztoken) = (
             self.clone(),
@@ -132,7 +151,7 @@ impl Sessions {
         );
         let request = async move {
             let tokens = create(&http, &host, &target, &aztoken).await?;
-            Ok((sessions.adopt(&http, &host.dns_name, &tokens), tokens))
+            Ok((sessions.adopt(&http, &host.dns_name, &tokens, slot), tokens))
         };
         FinishOnDrop::new(request, &self.in_flight).await
     }
@@ -142,6 +161,7 @@ impl Sessions {
         http: &reqwest::Client,
         dns_name: &str,
         tokens: &SessionTokens,
+        slot: OwnedSemaphorePermit,
     ) -> LiveSession {
         self.live.fetch_add(1, Ordering::Relaxed);
         LiveSession {
@@ -152,6 +172,7 @@ impl Sessions {
                 auth_token: tokens.auth_token.clone(),
                 node_id: tokens.node_id.clone(),
             }),
+            slot: Some(slot),
         }
     }
 
@@ -176,6 +197,8 @@ impl Sessions {
 pub struct LiveSession {
     sessions: Arc<Sessions>,
     session: Option<SessionRef>,
+    /// Its place in the bastion's `max_sessions`, given back once deleted.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 struct SessionRef {
@@ -186,7 +209,7 @@ struct SessionRef {
 }
 
 impl SessionRef {
-    async fn delete(&self) {
+    async fn delete(&self, concurrency: &Semaphore) {
         let url = format!(
             "https://{}/api/tokens/{}",
             self.dns_name,
@@ -194,6 +217,8 @@ impl SessionRef {
         );
         let mut backoff = DELETE_BACKOFF;
         for attempt in 1..=DELETE_ATTEMPTS {
+            // Never closed; were it, the DELETE would just go out unthrottled.
+            let turn = concurrency.acquire().await.ok();
             let result = self
                 .http
                 .delete(&url)
@@ -216,7 +241,10 @@ impl SessionRef {
                 return;
             }
             tracing::debug!(node_id = %self.node_id, %failure, attempt, "session delete failed, retrying");
-            tokio::time::sleep(backoff).await;
+            drop(turn);
+            // Jitter: the deletes of a burst failed together; spread their retries.
+            let pause = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+            tokio::time::sleep(pause).await;
             backoff *= 2;
         }
     }
@@ -228,12 +256,14 @@ impl Drop for LiveSession {
             return;
         };
         let sessions = self.sessions.clone();
+        let slot = self.slot.take();
         finish_detached(
             &self.sessions.in_flight,
             "delete a Bastion session",
             async move {
-                session.delete().await;
+                session.delete(&sessions.deletes).await;
                 sessions.live.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
             },
         );
     }

@@ -23,6 +23,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Live `Connect` streams (forwards count their own connections).
     pub streams_active: AtomicU64,
+    /// Tunnels set up again after a transient failure, daemon-wide.
+    pub setup_retries: AtomicU64,
     next_connection_id: AtomicU64,
     /// Problems found at start-up (an unreadable state file…) that stay in
     /// the status line, since no watcher was there to see their event.
@@ -39,6 +41,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             streams_active: AtomicU64::new(0),
+            setup_retries: AtomicU64::new(0),
             next_connection_id: AtomicU64::new(1),
             alerts: Mutex::default(),
             started: Instant::now(),

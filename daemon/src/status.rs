@@ -52,13 +52,15 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
             let host = state.host.as_deref();
             proto::Bastion {
                 name: entry.name.clone(),
-                resource_id: entry.resource_id.clone(),
+                resource_id: entry.resource_id().to_string(),
                 endpoint: host.map(|h| h.dns_name.clone()).unwrap_or_default(),
                 sku: host.map(|h| h.sku.clone()).unwrap_or_default(),
                 tunneling_enabled: host.is_some_and(|h| h.tunneling),
                 ip_connect_enabled: host.is_some_and(|h| h.ip_connect),
                 last_error: state.last_error.unwrap_or_default(),
                 resolved_at_ms: state.resolved_at.map_or(0, to_ms),
+                sessions_in_use: entry.sessions_in_use(),
+                max_sessions: entry.settings.max_sessions,
             }
         })
         .collect();
@@ -82,5 +84,6 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
         config_file: config_file.display().to_string(),
         state_file: forwards.store().path().display().to_string(),
         live_sessions: shared.sessions.live(),
+        setup_retries: shared.setup_retries.load(Ordering::Relaxed),
     }
 }

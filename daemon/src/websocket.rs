@@ -62,6 +62,25 @@ pub fn config() -> WebSocketConfig {
         .max_frame_size(Some(WS_MAX_MESSAGE))
 }
 
+/// The Bastion answered with HTTP where WebSocket frames should be (its
+/// backend refused the tunnel after the 101): nothing sent on this tunnel
+/// reached a target, so it may be sent again on a fresh one.
+#[derive(Debug, thiserror::Error)]
+#[error("the Bastion sent an HTTP response after accepting the WebSocket: {0}")]
+pub struct HttpAfterUpgrade(String);
+
+impl HttpAfterUpgrade {
+    /// Whether `error` is, at its root, this one.
+    pub fn is_cause_of(error: &tokio_tungstenite::tungstenite::Error) -> bool {
+        match error {
+            tokio_tungstenite::tungstenite::Error::Io(io) => io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<HttpAfterUpgrade>()),
+            _ => false,
+        }
+    }
+}
+
 /// A tunnel's WebSocket, over TLS over TCP.
 pub type TunnelSocket = WebSocketStream<Prefixed<TlsStream<TcpStream>>>;
 
@@ -238,9 +257,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
                     truncate(&String::from_utf8_lossy(status_line), STATUS_LINE_CHARS);
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "the Bastion sent an HTTP response after accepting the WebSocket: {status_line}"
-                    ),
+                    HttpAfterUpgrade(status_line),
                 )));
             }
         }

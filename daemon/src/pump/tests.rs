@@ -1,16 +1,25 @@
 //! The pump against an in-memory client and WebSocket peer.
+use std::sync::atomic::Ordering;
+
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-const FAST: Keepalive = Keepalive {
-    interval: Duration::from_millis(100),
-    timeout: Duration::from_millis(200),
+const FAST: PumpOptions = PumpOptions {
+    keepalive: Keepalive {
+        interval: Some(Duration::from_millis(100)),
+        timeout: Duration::from_millis(200),
+    },
+    max_frame: 64 * 1024,
+    eof_linger: Duration::from_secs(2),
+    probe: None,
 };
 
 /// A client pipe and a WebSocket peer ("the Bastion") around a pump task.
 async fn setup(
-    keepalive: Keepalive,
+    options: PumpOptions,
 ) -> (
     DuplexStream,
     WebSocketStream<DuplexStream>,
@@ -25,7 +34,16 @@ async fn setup(
     let task = tokio::spawn(async move {
         let traffic = Traffic::default();
         let (r, w) = tokio::io::split(pump_side);
-        let result = pump(r, w, ws, keepalive, &[&traffic], &CancellationToken::new()).await;
+        let result = pump(
+            r,
+            w,
+            ws,
+            Bytes::new(),
+            &options,
+            &[&traffic],
+            &CancellationToken::new(),
+        )
+        .await;
         (result, traffic)
     });
     (client, peer, task)
@@ -139,18 +157,135 @@ async fn a_long_upload_to_a_quiet_target_keeps_answering_pings() {
     assert_eq!(reader.await.unwrap(), sent);
 }
 
+/// The pump task's error, which must come within a few seconds.
+async fn failure(task: tokio::task::JoinHandle<(Result<(), PumpError>, Traffic)>) -> PumpError {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the pump did not end")
+        .expect("the pump panicked")
+        .0
+        .expect_err("the pump ended without an error")
+}
+
 #[tokio::test]
 async fn a_stalled_tunnel_fails_the_keepalive() {
-    let (_client, peer, task) = setup(FAST).await;
-    // The peer never reads, so it never answers the ping.
-    let error = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .0
-        .unwrap_err();
+    let (mut client, mut peer, task) = setup(FAST).await;
+    peer.send(Message::Binary("hello".into())).await.unwrap();
+    let mut got = [0u8; 5];
+    client.read_exact(&mut got).await.unwrap();
+    // The peer reads no more, so it never answers the ping.
+    let error = failure(task).await;
     assert!(matches!(error, PumpError::Keepalive(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_tunnel_that_never_answers_is_given_up_as_unconfirmed() {
+    let options = PumpOptions {
+        keepalive: Keepalive {
+            interval: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(10),
+        },
+        probe: Some(Duration::from_millis(300)),
+        ..FAST
+    };
+    let (_client, peer, task) = setup(options).await;
+    let started = Instant::now();
+    let error = failure(task).await;
+    assert!(
+        matches!(&error, PumpError::Unconfirmed { error, .. } if matches!(**error, PumpError::Silent(_))),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{error}");
     drop(peer);
+}
+
+#[tokio::test]
+async fn a_vanished_tunnel_is_replaceable_only_before_client_bytes_went_up() {
+    let (_client, peer, task) = setup(FAST).await;
+    drop(peer);
+    let error = failure(task).await;
+    assert!(matches!(error, PumpError::Unconfirmed { .. }), "{error}");
+
+    let (mut client, mut peer, task) = setup(FAST).await;
+    client.write_all(b"GET / HTTP/1.1").await.unwrap();
+    let Some(Ok(Message::Binary(_))) = peer.next().await else {
+        panic!("no data")
+    };
+    drop(peer);
+    let error = failure(task).await;
+    assert!(!matches!(error, PumpError::Unconfirmed { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn an_upload_to_a_target_that_pauses_survives_the_keepalive() {
+    let (mut client, mut peer, task) = setup(FAST).await;
+    const TOTAL: usize = 8 << 20;
+    let writer = tokio::spawn(async move {
+        client.write_all(&vec![3u8; TOTAL]).await.unwrap();
+        client
+    });
+    // The target reads nothing for many keepalive periods (100 + 200 ms).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !task.is_finished(),
+        "the keepalive cut a tunnel that was only waiting for its target"
+    );
+    let mut received = 0;
+    while received < TOTAL {
+        match peer.next().await {
+            Some(Ok(Message::Binary(data))) => received += data.len(),
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _client = writer.await.unwrap();
+    assert!(!task.is_finished());
+}
+
+#[tokio::test]
+async fn frames_never_exceed_max_frame() {
+    let options = PumpOptions {
+        max_frame: 4096,
+        ..FAST
+    };
+    let (mut client, mut peer, _task) = setup(options).await;
+    const TOTAL: usize = 100_000;
+    client.write_all(&vec![1u8; TOTAL]).await.unwrap();
+    let mut received = 0;
+    while received < TOTAL {
+        if let Some(Ok(Message::Binary(data))) = peer.next().await {
+            assert!(data.len() <= 4096, "a {}-byte frame", data.len());
+            received += data.len();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_close_1009_names_max_frame_bytes() {
+    let (_client, mut peer, task) = setup(FAST).await;
+    peer.close(Some(CloseFrame {
+        code: CloseCode::Size,
+        reason: "Message too big".into(),
+    }))
+    .await
+    .unwrap();
+    let error = failure(task).await.to_string();
+    assert!(error.contains("max_frame_bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn pings_off_means_no_ping_and_no_verdict() {
+    let options = PumpOptions {
+        keepalive: Keepalive {
+            interval: None,
+            timeout: Duration::from_millis(200),
+        },
+        ..FAST
+    };
+    let (_client, mut peer, task) = setup(options).await;
+    let idle = tokio::time::timeout(Duration::from_millis(800), peer.next()).await;
+    assert!(idle.is_err(), "something was sent: {idle:?}");
+    assert!(!task.is_finished());
 }
 
 #[tokio::test]

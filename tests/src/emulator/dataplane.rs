@@ -129,6 +129,7 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
     shared.ledger.update(|l| {
         l.sessions_created += 1;
         l.live_sessions += 1;
+        l.peak_live_sessions = l.peak_live_sessions.max(l.live_sessions);
     });
     tracing::info!(bastion = %bastion.name, %target, node_id = %new.node_id, "session created");
     let expires_on = time::OffsetDateTime::now_utc() + time::Duration::hours(1);

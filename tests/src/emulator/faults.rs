@@ -58,6 +58,10 @@ struct Switches {
     reply_delay: Duration,
     drop_after: Option<(u64, DropMode)>,
     quirk: Option<HandshakeQuirk>,
+    /// The quirk hits one upgrade in this many (0 and 1: every one).
+    quirk_every: u64,
+    upgrades: u64,
+    max_frame: Option<usize>,
 }
 
 /// The emulator's mutable world: fault switches and the bastions' live settings.
@@ -127,7 +131,23 @@ impl Faults {
     }
 
     pub fn set_handshake_quirk(&self, q: Option<HandshakeQuirk>) {
-        self.with(|s| s.quirk = q);
+        self.set_handshake_quirk_every(q, 1);
+    }
+
+    /// The quirk hits every `n`th upgrade only, as the real service's
+    /// intermittent faults do (they depend on which backend node answers).
+    pub fn set_handshake_quirk_every(&self, q: Option<HandshakeQuirk>, n: u64) {
+        self.with(|s| {
+            s.quirk = q;
+            s.quirk_every = n;
+            s.upgrades = 0;
+        });
+    }
+
+    /// Binary frames larger than this end the tunnel with Close 1009, as a
+    /// Tomcat backend with a small message buffer does.
+    pub fn set_max_frame(&self, max: Option<usize>) {
+        self.with(|s| s.max_frame = max);
     }
 
     /// Live and new tunnels stop relaying and stop answering pings (until turned off).
@@ -176,8 +196,16 @@ impl Faults {
         self.with(|s| s.drop_after)
     }
 
-    pub(crate) fn quirk(&self) -> Option<HandshakeQuirk> {
-        self.with(|s| s.quirk)
+    /// The quirk this upgrade gets, counting it towards `quirk_every`.
+    pub(crate) fn take_quirk(&self) -> Option<HandshakeQuirk> {
+        self.with(|s| {
+            s.upgrades += 1;
+            (s.quirk_every <= 1 || s.upgrades % s.quirk_every == 0).then_some(s.quirk)?
+        })
+    }
+
+    pub(crate) fn max_frame(&self) -> Option<usize> {
+        self.with(|s| s.max_frame)
     }
 
     pub(crate) fn subscribe_drops(&self) -> broadcast::Receiver<DropMode> {

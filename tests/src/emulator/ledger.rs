@@ -17,6 +17,8 @@ pub struct Ledger {
     pub arm_calls: u64,
     pub sessions_created: u64,
     pub live_sessions: u64,
+    /// The most sessions ever live at once.
+    pub peak_live_sessions: u64,
     pub open_websockets: u64,
     pub deletes: u64,
     /// Reason -> count, e.g. "expired_aztoken", "json_body", "bad_resource_id", "ws_token_reused".

@@ -57,6 +57,7 @@ struct Pump<'a> {
     shared: &'a Shared,
     relayed: AtomicU64,
     drop_after: Option<(u64, DropMode)>,
+    max_frame: Option<usize>,
 }
 
 impl<'a> Relay<'a> {
@@ -68,6 +69,7 @@ impl<'a> Relay<'a> {
                 shared,
                 relayed: AtomicU64::new(0),
                 drop_after: shared.faults.drop_after(),
+                max_frame: shared.faults.max_frame(),
             },
             drops: shared.faults.subscribe_drops(),
             stall: shared.faults.subscribe_stall(),
@@ -123,6 +125,9 @@ impl Pump<'_> {
                     if data.is_empty() {
                         // Peers read an empty frame as end of stream; clients must not send one.
                         return End::Protocol(CloseCode::Normal, "empty_frame");
+                    }
+                    if self.max_frame.is_some_and(|max| data.len() > max) {
+                        return End::Protocol(CloseCode::Size, "injected_frame_too_big");
                     }
                     if tw.write_all(&data).await.is_err() {
                         return End::TargetError;

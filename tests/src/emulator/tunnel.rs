@@ -50,7 +50,7 @@ pub(crate) fn upgrade(shared: &Arc<Shared>, ws_token: &str, req: Request<Incomin
             return html_page(StatusCode::NOT_FOUND);
         }
     };
-    let quirk = shared.faults.quirk();
+    let quirk = shared.faults.take_quirk();
     let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
     let headers = resp.headers_mut();
     if quirk != Some(HandshakeQuirk::NoUpgradeHeaders) {
