@@ -354,6 +354,14 @@ keepalive_interval_secs = 5
             .unwrap_err()
             .to_string();
         assert!(err.contains("cloud.resource_manager"), "{err}");
+        let err = parse(&format!(
+            "[bastions.hub]\nresource_id = \"{HUB}\"\nmax_sessions = 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bastions.hub.max_sessions"), "{err}");
+        let s = parse(&format!("[bastions.hub]\nresource_id = \"{HUB}\"\n")).unwrap();
+        assert_eq!(s.bastions["hub"].max_sessions, DEFAULT_MAX_SESSIONS);
     }
 
     #[test]

@@ -152,17 +152,16 @@ async fn bridge(
                     return;
                 }
             };
-            match msg {
-                Some(connect_request::Msg::Data(data)) => {
-                    if our_write.write_all(&data).await.is_err() {
-                        return;
-                    }
-                }
+            let data = match msg {
+                Some(connect_request::Msg::Data(data)) => data,
                 Some(connect_request::Msg::Eof(_)) => {
                     let _ = our_write.shutdown().await;
                     return;
                 }
-                _ => {}
+                _ => continue,
+            };
+            if our_write.write_all(&data).await.is_err() {
+                return;
             }
         }
     };

@@ -49,6 +49,10 @@ pub const EOF_MAX_LINGER: Duration = Duration::from_secs(30);
 pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound for sending a Close frame when the daemon cancels a connection.
 const CANCEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a write to an unconfirmed tunnel fails, how long the Bastion's
+/// answer (an HTTP error page) may take to be read: it was sent before the
+/// connection closed, so it is normally there already.
+const REFUSAL_READ_GRACE: Duration = Duration::from_secs(1);
 /// Client bytes kept until the tunnel proves itself, to send again on a
 /// fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
 /// ClientHello, an HTTP request head); a client that sends more before the
@@ -206,11 +210,21 @@ where
                 result = &mut down => result,
                 () = &mut keepalive => Err(PumpError::Keepalive(options.keepalive.timeout)),
                 error = &mut probe => Err(error),
-                result = &mut up => {
-                    result?;
-                    timeout(CLOSE_REPLY_TIMEOUT, &mut down)
+                result = &mut up => match result {
+                    Ok(()) => timeout(CLOSE_REPLY_TIMEOUT, &mut down)
                         .await
-                        .unwrap_or(Err(PumpError::CloseTimeout(CLOSE_REPLY_TIMEOUT.as_secs())))
+                        .unwrap_or(Err(PumpError::CloseTimeout(CLOSE_REPLY_TIMEOUT.as_secs()))),
+                    // A write failed before the tunnel proved itself (a
+                    // backend that refused the upgrade closes at once): what
+                    // the Bastion sent meanwhile tells why, and whether the
+                    // bytes can be sent again.
+                    Err(error) if !activity.confirmed() => {
+                        match timeout(REFUSAL_READ_GRACE, &mut down).await {
+                            Ok(Err(answer)) => Err(answer),
+                            _ => Err(error),
+                        }
+                    }
+                    Err(error) => Err(error),
                 }
             }
         };

@@ -138,3 +138,48 @@ impl TunnelSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel(text: &str) -> Result<TunnelSettings, String> {
+        let settings: TunnelSettings = toml::from_str(text).map_err(|e| e.to_string())?;
+        settings.validate().map(|()| settings)
+    }
+
+    #[test]
+    fn zero_turns_pings_off() {
+        let settings = tunnel("keepalive_interval_secs = 0").unwrap();
+        assert_eq!(settings.keepalive_interval(), None);
+        assert_eq!(
+            tunnel("").unwrap().keepalive_interval(),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_with_the_range() {
+        for (text, key) in [
+            (
+                "keepalive_interval_secs = 18446744073709551615",
+                "keepalive_interval_secs",
+            ),
+            ("keepalive_timeout_secs = 0", "keepalive_timeout_secs"),
+            ("max_frame_bytes = 100", "max_frame_bytes"),
+            ("max_frame_bytes = 100000000", "max_frame_bytes"),
+            ("eof_linger_secs = 100000", "eof_linger_secs"),
+            ("setup_attempts = 0", "setup_attempts"),
+            ("setup_timeout_secs = 0", "setup_timeout_secs"),
+        ] {
+            let error = tunnel(text).unwrap_err();
+            assert!(
+                error.contains(&format!("tunnel.{key}")) && error.contains(" to "),
+                "{text}: {error}"
+            );
+        }
+        let settings = tunnel("max_frame_bytes = 4096\neof_linger_secs = 0").unwrap();
+        assert_eq!(settings.max_frame_bytes, 4096);
+        assert_eq!(settings.eof_linger(), Duration::ZERO);
+    }
+}

@@ -155,7 +155,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let eof_at = Instant::now();
-    let give_up = eof_at + EOF_MAX_LINGER;
+    // A target still talking keeps the tunnel this long at most, or the
+    // linger itself if the user asked for a longer one.
+    let give_up = eof_at + EOF_MAX_LINGER.max(options.eof_linger);
     loop {
         let deadline = (activity.last_data().max(eof_at) + options.eof_linger).min(give_up);
         if Instant::now() >= deadline {

@@ -77,6 +77,10 @@ pub struct Flags {
     /// Where the JSON report goes [default: target/bench/bench.json].
     #[arg(long, value_name = "PATH")]
     pub json_out: Option<PathBuf>,
+    /// A `[tunnel]` setting for the daemon, as KEY=VALUE (repeatable), e.g.
+    /// `--tunnel max_frame_bytes=4096` to compare frame sizes.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tunnel: Vec<String>,
 }
 
 /// The resolved sizes of a benchmark run.
@@ -94,6 +98,8 @@ pub struct Options {
     /// Seconds of each idle CPU sample.
     pub idle_secs: u64,
     pub extra_forwards: usize,
+    /// `[tunnel]` lines added to the daemon's settings.
+    pub tunnel: Vec<String>,
 }
 
 impl Options {
@@ -131,6 +137,7 @@ impl Options {
             } else {
                 EXTRA_FORWARDS
             },
+            tunnel: flags.tunnel.clone(),
         }
     }
 }

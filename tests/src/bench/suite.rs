@@ -27,7 +27,7 @@ pub struct RunOutput {
 /// Runs every measurement once; `tag` prefixes progress lines ("run 1/3").
 pub async fn run(opts: &Options, tag: &str, upload_sha256: &str) -> RunOutput {
     let mut out = RunOutput::default();
-    let world = match World::start(opts.bare_in_process).await {
+    let world = match World::start(opts.bare_in_process, &opts.tunnel).await {
         Ok(world) => world,
         Err(e) => {
             out.failures.push(format!("{tag}: cannot start: {e:#}"));

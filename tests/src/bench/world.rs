@@ -85,8 +85,13 @@ pub struct World {
 
 impl World {
     /// Emulator, daemon (no forwards yet) and the bare client.
-    pub async fn start(bare_in_process: bool) -> anyhow::Result<World> {
+    pub async fn start(bare_in_process: bool, tunnel: &[String]) -> anyhow::Result<World> {
         let env = TestEnv::start().await.context("starting the emulator")?;
+        if !tunnel.is_empty() {
+            let mut settings = std::fs::read_to_string(env.config_file())?;
+            settings.push_str(&format!("\n[tunnel]\n{}\n", tunnel.join("\n")));
+            std::fs::write(env.config_file(), settings)?;
+        }
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         let daemon = Daemon::start_with(&env, &["--log-level", DAEMON_LOG_LEVEL], &[])
