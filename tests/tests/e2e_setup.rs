@@ -228,19 +228,3 @@ async fn keepalive_can_be_turned_off() -> Result {
     echo_roundtrip(local(port), b"no pings").await?;
     Ok(())
 }
-
-#[tokio::test]
-async fn an_arm_401_gets_one_fresh_token() -> Result {
-    let env = TestEnv::start().await?;
-    let _daemon = Daemon::start(&env).await?;
-    let port = env.add_forward(ECHO, &["--name", "revoked"]).await?;
-    echo_roundtrip(local(port), b"before").await?;
-    // The cached token is revoked (a password reset, a clock that jumped);
-    // the reload makes the next connection look the bastion up with it.
-    env.emulator.revoke_tokens();
-    let az_before = env.emulator.ledger().az_calls;
-    env.ctl_ok(&["reload"]).await?;
-    echo_roundtrip(local(port), b"after").await?;
-    assert!(env.emulator.ledger().az_calls > az_before);
-    Ok(())
-}

@@ -255,11 +255,6 @@ impl Emulator {
         self.shared.ledger.wait_for(what, pred, timeout).await
     }
 
-    /// Refuses every token minted so far (ARM and the data plane answer 401).
-    pub fn revoke_tokens(&self) {
-        self.shared.signer.revoke_all();
-    }
-
     /// Makes `ip:port` in the VNet reach `to` (e.g. 10.1.0.8:22 -> a real sshd).
     pub fn map_target(&self, ip: IpAddr, port: u16, to: SocketAddr) {
         self.shared.vnet.map(ip, port, to);

@@ -1,7 +1,6 @@
 //! Access tokens: JWT-shaped (base64url header.payload.HMAC-SHA256) with a key drawn
 //! at every start, so the emulator can verify what it minted and nothing else.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -27,9 +26,6 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     pub(crate) nbf: u64,
     pub(crate) exp: u64,
-    /// Serial number of the token, for revocation.
-    #[serde(default)]
-    pub(crate) jti: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -40,8 +36,6 @@ pub(crate) enum TokenError {
     Expired,
     #[error("token audience is not Azure Resource Manager")]
     WrongAudience,
-    #[error("token has been revoked")]
-    Revoked,
 }
 
 /// A minted token with its expiry (unix seconds).
@@ -53,10 +47,6 @@ pub(crate) struct Minted {
 pub(crate) struct Signer {
     key: [u8; 32],
     tenant_id: String,
-    /// Serial of the next token minted.
-    next_serial: AtomicU64,
-    /// Tokens with a lower serial are refused.
-    revoked_below: AtomicU64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -79,16 +69,7 @@ impl Signer {
         Self {
             key: rand::random(),
             tenant_id: tenant_id.to_owned(),
-            next_serial: AtomicU64::new(0),
-            revoked_below: AtomicU64::new(0),
         }
-    }
-
-    /// Every token minted so far is refused from now on (a password reset,
-    /// a revoked session, a clock that jumped).
-    pub(crate) fn revoke_all(&self) {
-        let next = self.next_serial.load(Ordering::SeqCst);
-        self.revoked_below.store(next, Ordering::SeqCst);
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -107,7 +88,6 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now + lifetime.as_secs(),
-            jti: self.next_serial.fetch_add(1, Ordering::SeqCst),
         };
         let header = B64.encode(br#"{"typ":"JWT","alg":"HS256","kid":"bastion-emulator"}"#);
         // Serialising a struct of strings and integers cannot fail.
@@ -137,9 +117,6 @@ impl Signer {
         }
         if !ARM_AUDIENCES.contains(&claims.aud.as_str()) {
             return Err(TokenError::WrongAudience);
-        }
-        if claims.jti < self.revoked_below.load(Ordering::SeqCst) {
-            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }
