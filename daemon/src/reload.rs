@@ -96,15 +96,11 @@ pub async fn warm_up(connector: Arc<Connector>, cancel: CancellationToken) {
     }
     let resolve_all = async {
         // A failure is logged and shown in `status` by the token cache.
-        let Ok(token) = connector.auth.token().await else {
+        let Ok(mut token) = connector.auth.token().await else {
             return;
         };
         for entry in connector.bastions.values() {
-            let resource_manager = &connector.settings.cloud.resource_manager;
-            if let Err(error) = entry
-                .resolve(&connector.http, resource_manager, &token)
-                .await
-            {
+            if let Err(error) = connector.lookup(entry, &mut token).await {
                 tracing::warn!(bastion = %entry.name, %error, "cannot look up bastion");
             }
         }

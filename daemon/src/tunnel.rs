@@ -211,25 +211,34 @@ impl Connector {
         Ok(Tunnel { socket, session })
     }
 
-    /// The bastion as ARM describes it, checked against `target`. ARM's 401
-    /// (a token revoked or from a clock that jumped) gets one fresh token; a
-    /// failed check is not cached, so a fix in the portal is seen at once.
+    /// The bastion as ARM describes it (cached while fresh). ARM's 401 (a
+    /// token revoked, or from a clock that jumped) gets one fresh token.
+    pub async fn lookup(
+        &self,
+        entry: &BastionEntry,
+        token: &mut Secret,
+    ) -> Result<Arc<BastionHost>, TunnelError> {
+        let resource_manager = &self.settings.cloud.resource_manager;
+        match entry.resolve(&self.http, resource_manager, token).await {
+            Err(TunnelError::Rejected { status: 401, .. }) => {
+                tracing::info!(bastion = %entry.name, "ARM refused the token; retrying once with a fresh one");
+                self.auth.invalidate();
+                *token = self.auth.token().await?;
+                entry.resolve(&self.http, resource_manager, token).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`Self::lookup`], checked against `target`. A failed check is not
+    /// cached, so a fix in the portal is seen by the next connection.
     async fn resolve(
         &self,
         entry: &BastionEntry,
         target: &Target,
         token: &mut Secret,
     ) -> Result<Arc<BastionHost>, TunnelError> {
-        let resource_manager = &self.settings.cloud.resource_manager;
-        let host = match entry.resolve(&self.http, resource_manager, token).await {
-            Err(TunnelError::Rejected { status: 401, .. }) => {
-                tracing::info!(bastion = %entry.name, "ARM refused the token; retrying once with a fresh one");
-                self.auth.invalidate();
-                *token = self.auth.token().await?;
-                entry.resolve(&self.http, resource_manager, token).await?
-            }
-            other => other?,
-        };
+        let host = self.lookup(entry, token).await?;
         if let Err(error) = host.check(&entry.name, target) {
             entry.invalidate(&error);
             return Err(error);

@@ -228,3 +228,38 @@ async fn keepalive_can_be_turned_off() -> Result {
     echo_roundtrip(local(port), b"no pings").await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_arm_401_gets_one_fresh_token() -> Result {
+    let env = TestEnv::start().await?;
+    // The first token the daemon gets is refused by ARM (revoked, or from a
+    // clock that jumped): the start-up lookup asks for a fresh one and retries.
+    env.emulator.faults().fail_arm_auth(1);
+    let _daemon = Daemon::start(&env).await?;
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        status = env.ctl_json(&["status", "--json"]).await?;
+        if status["bastions"][0]["endpoint"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+        {
+            break;
+        }
+        env.emulator
+            .wait_for("another ARM call", |l| l.arm_calls >= 2, STEP_TIMEOUT)
+            .await?;
+    }
+    assert!(
+        status["bastions"][0]["endpoint"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "the bastion was not looked up again with a fresh token: {status}"
+    );
+    let ledger = env.emulator.ledger();
+    assert_eq!(ledger.rejected("injected_arm_401"), 1, "{ledger:?}");
+    assert!(
+        ledger.az_calls >= 2,
+        "no fresh token was asked for: {ledger:?}"
+    );
+    Ok(())
+}

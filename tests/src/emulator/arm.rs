@@ -28,6 +28,14 @@ pub(crate) fn get_bastion(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Re
             "Authentication failed. The 'Authorization' header is missing.",
         );
     };
+    if shared.faults.take_arm_auth_failure() {
+        ledger.reject("injected_arm_401");
+        return arm_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
+    }
     match shared.signer.verify(bearer.trim()) {
         Ok(_) => {}
         Err(TokenError::Expired) => {

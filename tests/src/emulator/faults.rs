@@ -58,6 +58,7 @@ struct Switches {
     reply_delay: Duration,
     drop_after: Option<(u64, DropMode)>,
     quirk: Option<HandshakeQuirk>,
+    fail_arm_auth: u32,
     /// The quirk hits one upgrade in this many (0 and 1: every one).
     quirk_every: u64,
     upgrades: u64,
@@ -100,6 +101,12 @@ impl Faults {
             s.fail_token_posts = n;
             s.token_post_failure = Some(TokenPostFailure { status, body });
         });
+    }
+
+    /// The next `n` ARM requests answer 401 InvalidAuthenticationToken, as
+    /// for a token revoked or minted by a clock that jumped.
+    pub fn fail_arm_auth(&self, n: u32) {
+        self.with(|s| s.fail_arm_auth = n);
     }
 
     /// The next `n` fake-az calls exit 1 with an az-style error.
@@ -177,6 +184,11 @@ impl Faults {
     /// Consumes one armed token-POST failure, if any.
     pub(crate) fn take_token_post_failure(&self) -> Option<TokenPostFailure> {
         self.with(|s| take_one(&mut s.fail_token_posts).then(|| s.token_post_failure.clone())?)
+    }
+
+    /// Consumes one armed ARM 401; true if this request must fail.
+    pub(crate) fn take_arm_auth_failure(&self) -> bool {
+        self.with(|s| take_one(&mut s.fail_arm_auth))
     }
 
     /// Consumes one armed fake-az failure; true if this call must fail.
