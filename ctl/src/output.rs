@@ -42,6 +42,10 @@ pub struct ForwardJson {
     pub bytes_down: u64,
     pub last_error: Option<String>,
     pub created_at_ms: i64,
+    /// Unix ms of `last_error`; null when there is none.
+    pub last_error_at_ms: Option<i64>,
+    pub refused_connections: u64,
+    pub allow_other_users: bool,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -59,6 +63,9 @@ impl From<&Forward> for ForwardJson {
             bytes_down: forward.bytes_down,
             last_error: non_empty(&forward.last_error),
             created_at_ms: forward.created_at_ms,
+            last_error_at_ms: (forward.last_error_at_ms != 0).then_some(forward.last_error_at_ms),
+            refused_connections: forward.refused_connections,
+            allow_other_users: forward.allow_other_users,
         }
     }
 }
@@ -179,6 +186,8 @@ pub(crate) mod tests {
             last_error: String::new(),
             created_at_ms: 1_700_000_000_000,
             last_error_at_ms: 0,
+            refused_connections: 0,
+            allow_other_users: false,
         }
     }
 
@@ -193,13 +202,17 @@ pub(crate) mod tests {
                 "state": "listening", "active_connections": 1, "total_connections": 3,
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
                 "created_at_ms": 1_700_000_000_000_i64,
+                "last_error_at_ms": null, "refused_connections": 0,
+                "allow_other_users": false,
             })
         );
         let mut failing = forward();
         failing.last_error = "Target unreachable".into();
         failing.state = ForwardState::Error as i32;
+        failing.last_error_at_ms = 1_700_000_000_500;
         let json = serde_json::to_value(ForwardJson::from(&failing)).unwrap();
         assert_eq!(json["last_error"], "Target unreachable");
+        assert_eq!(json["last_error_at_ms"], 1_700_000_000_500_i64);
         assert_eq!(json["state"], "error");
     }
 

@@ -20,6 +20,11 @@ const DEFAULT_KEEPALIVE_INTERVAL_SECS: u64 = 30;
 /// A pong normally comes back within one round trip; 15 s tolerates a slow or
 /// briefly congested link without leaving a dead tunnel hanging for minutes.
 const DEFAULT_KEEPALIVE_TIMEOUT_SECS: u64 = 15;
+/// An hour: load balancers drop idle tunnels long before, and a huge value
+/// would overflow the timers (Instant + Duration panics).
+const MAX_KEEPALIVE_INTERVAL_SECS: u64 = 3600;
+/// Ten minutes: a pong later than that comes from a tunnel that is dead.
+const MAX_KEEPALIVE_TIMEOUT_SECS: u64 = 600;
 
 /// A settings problem, with the file it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +120,10 @@ impl Default for CloudSettings {
 pub struct TlsSettings {
     /// Extra CA certificates (PEM), added to the system roots.
     pub ca_file: Option<PathBuf>,
+    /// A digest of `ca_file`'s content when loaded, so a reload notices new
+    /// certificates at the same path (not a setting).
+    #[serde(skip)]
+    pub ca_digest: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -148,7 +157,17 @@ impl Settings {
     /// Reads `file`; a missing file gives the defaults (no bastions yet).
     pub fn load(file: &Path) -> Result<Settings, ConfigError> {
         match std::fs::read_to_string(file) {
-            Ok(text) => Settings::parse(&text, file),
+            Ok(text) => {
+                let mut settings = Settings::parse(&text, file)?;
+                // Unreadable now: tls_config reports it with the path.
+                settings.tls.ca_digest = settings.tls.ca_file.as_deref().and_then(|ca| {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    std::fs::read(ca).ok()?.hash(&mut hasher);
+                    Some(hasher.finish())
+                });
+                Ok(settings)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
             Err(source) => Err(ConfigError::Read {
                 file: file.to_path_buf(),
@@ -203,11 +222,23 @@ impl Settings {
                 _ => return Err(format!("`{key}` = {value:?} is not an https:// URL")),
             }
         }
-        if self.tunnel.keepalive_interval_secs == 0 {
-            return Err("`tunnel.keepalive_interval_secs` must be at least 1".into());
-        }
-        if self.tunnel.keepalive_timeout_secs == 0 {
-            return Err("`tunnel.keepalive_timeout_secs` must be at least 1".into());
+        // Every duration and size key, with its bounds: none may overflow a timer.
+        let bounded = [
+            (
+                "tunnel.keepalive_interval_secs",
+                self.tunnel.keepalive_interval_secs,
+                MAX_KEEPALIVE_INTERVAL_SECS,
+            ),
+            (
+                "tunnel.keepalive_timeout_secs",
+                self.tunnel.keepalive_timeout_secs,
+                MAX_KEEPALIVE_TIMEOUT_SECS,
+            ),
+        ];
+        for (key, value, max) in bounded {
+            if !(1..=max).contains(&value) {
+                return Err(format!("`{key}` = {value} must be from 1 to {max}"));
+            }
         }
         Ok(())
     }
@@ -351,6 +382,19 @@ keepalive_interval_secs = 5
             .unwrap_err()
             .to_string();
         assert!(err.contains("keepalive_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn durations_have_a_maximum() {
+        let err = parse("[tunnel]\nkeepalive_interval_secs = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keepalive_interval_secs") && err.contains("3600"), "{err}");
+        let err = parse("[tunnel]\nkeepalive_timeout_secs = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keepalive_timeout_secs") && err.contains("600"), "{err}");
+        assert!(parse("[tunnel]\nkeepalive_interval_secs = 3600\n").is_ok());
     }
 
     #[test]

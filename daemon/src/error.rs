@@ -57,6 +57,17 @@ impl TunnelError {
         TunnelError::Unreachable { what, message }
     }
 
+    /// An answer's body that could not be read, or was too large to.
+    pub fn body(what: &'static str, error: crate::http::BodyError) -> TunnelError {
+        match error {
+            crate::http::BodyError::Read(e) => TunnelError::unreachable(what, &e),
+            too_large @ crate::http::BodyError::TooLarge { .. } => TunnelError::Unreachable {
+                what,
+                message: too_large.to_string(),
+            },
+        }
+    }
+
     /// The gRPC code a control client sees for this error.
     pub fn code(&self) -> tonic::Code {
         match self {

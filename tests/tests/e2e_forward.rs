@@ -61,6 +61,9 @@ async fn added_forward_carries_bytes_and_reports_them() -> Result {
         "bytes_down",
         "last_error",
         "created_at_ms",
+        "last_error_at_ms",
+        "refused_connections",
+        "allow_other_users",
     ]
     .into();
     assert_eq!(fields, expected_fields);

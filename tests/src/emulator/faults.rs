@@ -54,6 +54,8 @@ struct Switches {
     fail_token_posts: u32,
     token_post_failure: Option<TokenPostFailure>,
     fail_az: u32,
+    huge_token_replies: u32,
+    huge_reply_bytes: usize,
     delay: Duration,
     reply_delay: Duration,
     drop_after: Option<(u64, DropMode)>,
@@ -95,6 +97,16 @@ impl Faults {
         self.with(|s| {
             s.fail_token_posts = n;
             s.token_post_failure = Some(TokenPostFailure { status, body });
+        });
+    }
+
+    /// The next `n` `POST /api/tokens` answer 200 with a body of `bytes`
+    /// (chunked, so the client cannot know its size up front), as a broken
+    /// proxy or a hostile endpoint might.
+    pub fn huge_token_replies(&self, n: u32, bytes: usize) {
+        self.with(|s| {
+            s.huge_token_replies = n;
+            s.huge_reply_bytes = bytes;
         });
     }
 
@@ -157,6 +169,11 @@ impl Faults {
     /// Consumes one armed token-POST failure, if any.
     pub(crate) fn take_token_post_failure(&self) -> Option<TokenPostFailure> {
         self.with(|s| take_one(&mut s.fail_token_posts).then(|| s.token_post_failure.clone())?)
+    }
+
+    /// Consumes one armed huge reply: its size in bytes.
+    pub(crate) fn take_huge_token_reply(&self) -> Option<usize> {
+        self.with(|s| take_one(&mut s.huge_token_replies).then_some(s.huge_reply_bytes))
     }
 
     /// Consumes one armed fake-az failure; true if this call must fail.
