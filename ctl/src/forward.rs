@@ -56,10 +56,7 @@ pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     } else if forwards.is_empty() {
         outln!("No forwards. Add one with `bastionctl forward add TARGET LOCAL_PORT`.")?;
     } else {
-        out!(
-            "{}",
-            render_list(&forwards, bastion_proto::time::now_ms())
-        )?;
+        out!("{}", render_list(&forwards, bastion_proto::time::now_ms()))?;
     }
     Ok(())
 }

@@ -422,7 +422,11 @@ mod tests {
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_millis(400)).await;
         cache.token().await.unwrap_err();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "retried after the delay");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "retried after the delay"
+        );
         // The second failure doubles the delay (600 ms).
         tokio::time::sleep(Duration::from_millis(300)).await;
         cache.token().await.unwrap_err();

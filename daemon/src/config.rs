@@ -389,11 +389,17 @@ keepalive_interval_secs = 5
         let err = parse("[tunnel]\nkeepalive_interval_secs = 18446744073709551615\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("keepalive_interval_secs") && err.contains("3600"), "{err}");
+        assert!(
+            err.contains("keepalive_interval_secs") && err.contains("3600"),
+            "{err}"
+        );
         let err = parse("[tunnel]\nkeepalive_timeout_secs = 100000\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("keepalive_timeout_secs") && err.contains("600"), "{err}");
+        assert!(
+            err.contains("keepalive_timeout_secs") && err.contains("600"),
+            "{err}"
+        );
         assert!(parse("[tunnel]\nkeepalive_interval_secs = 3600\n").is_ok());
     }
 

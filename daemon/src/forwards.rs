@@ -199,7 +199,9 @@ impl Forwards {
             }
         })?;
         let name = if name.is_empty() {
-            unique_name(&default_name(&target), |n| list.iter().any(|f| f.spec.name == n))
+            unique_name(&default_name(&target), |n| {
+                list.iter().any(|f| f.spec.name == n)
+            })
         } else {
             name.to_string()
         };

@@ -95,7 +95,7 @@ fn take(lock_file: &Path, busy: impl FnOnce(&str) -> String) -> Result<Flock<fs:
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&lock_file)
+        .open(lock_file)
         .with_context(|| format!("cannot open lock file {}", lock_file.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
@@ -268,7 +268,10 @@ mod tests {
         assert!(error.contains("writable by other users"), "{error}");
         fs::remove_dir(run).unwrap();
         let elsewhere = dir.path().join("elsewhere");
-        fs::DirBuilder::new().mode(0o700).create(&elsewhere).unwrap();
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&elsewhere)
+            .unwrap();
         std::os::unix::fs::symlink(&elsewhere, run).unwrap();
         let error = format!("{:#}", Instance::acquire(&paths).err().unwrap());
         assert!(error.contains("not a directory"), "{error}");

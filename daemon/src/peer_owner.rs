@@ -73,7 +73,9 @@ impl OwnerGate {
                     "refused a connection from another local user (uid {uid}); \
                      `forward add --allow-other-users` serves everyone"
                 ),
-                Err(error) => tracing::warn!(%peer, %error, "refused a connection whose owner is unknown"),
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "refused a connection whose owner is unknown")
+                }
             }
         }
         false

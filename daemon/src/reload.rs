@@ -32,7 +32,10 @@ pub async fn reload(
     let (connector, mut changes) = tokio::task::spawn_blocking(move || -> Result<_> {
         let settings = Settings::load(&file)?;
         let changes = settings_changes(&previous.settings, &settings);
-        Ok((Connector::new(settings, sessions, Some(&previous))?, changes))
+        Ok((
+            Connector::new(settings, sessions, Some(&previous))?,
+            changes,
+        ))
     })
     .await
     .map_err(|e| anyhow::anyhow!("the reload did not finish: {e}"))??;

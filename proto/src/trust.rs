@@ -122,8 +122,14 @@ mod tests {
         check_directory(&socket).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let error = check_directory(&socket).unwrap_err();
-        assert!(matches!(error, TrustError::SharedDirectory { .. }), "{error}");
-        assert!(error.to_string().contains("writable by other users"), "{error}");
+        assert!(
+            matches!(error, TrustError::SharedDirectory { .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("writable by other users"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -50,9 +50,12 @@ async fn a_256_mib_token_reply_is_not_read_and_is_explained() -> Result {
     env.emulator.faults().huge_token_replies(1, HUGE_REPLY);
     refused_connection(port).await?;
     let forward = env
-        .wait_for_forward("big", "the oversized answer in last_error", STEP_TIMEOUT, |f| {
-            f["last_error"].is_string()
-        })
+        .wait_for_forward(
+            "big",
+            "the oversized answer in last_error",
+            STEP_TIMEOUT,
+            |f| f["last_error"].is_string(),
+        )
         .await?;
     let error = forward["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("larger than 64 KiB"), "{forward}");
@@ -89,11 +92,17 @@ async fn control_characters_from_the_network_never_reach_the_terminal() -> Resul
         })
         .await?;
     let error = forward["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("bad") && error.contains("request"), "{error:?}");
+    assert!(
+        error.contains("bad") && error.contains("request"),
+        "{error:?}"
+    );
     assert!(!error.chars().any(char::is_control), "{error:?}");
     let table = env.ctl_ok(&["forward", "list"]).await?;
     assert!(!table.contains('\u{1b}'), "{table:?}");
-    assert!(table.contains(" ago: "), "the error's age is shown: {table}");
+    assert!(
+        table.contains(" ago: "),
+        "the error's age is shown: {table}"
+    );
     assert!(
         forward["last_error_at_ms"]
             .as_i64()
@@ -132,7 +141,10 @@ async fn a_saved_forward_that_cannot_start_is_kept_and_shown() -> Result {
     // Another change saves the file: the broken forward stays in it.
     env.add_forward(ECHO, &["--name", "new"]).await?;
     let saved = std::fs::read_to_string(&state_file)?;
-    assert!(saved.contains("\"broken\"") && saved.contains("not a target"), "{saved}");
+    assert!(
+        saved.contains("\"broken\"") && saved.contains("not a target"),
+        "{saved}"
+    );
     let status = env.ctl_json(&["status", "--json"]).await?;
     assert_eq!(status["forwards_in_error"], 1, "{status}");
     // And it can be removed.

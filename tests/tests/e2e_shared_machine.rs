@@ -63,7 +63,12 @@ fn other_user() -> anyhow::Result<Option<(u32, u32)>> {
     let _one = USER_SETUP.lock().unwrap_or_else(|e| e.into_inner());
     if nix::unistd::User::from_name(OTHER_USER)?.is_none() {
         let status = std::process::Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
             .arg(OTHER_USER)
             .status()
             .context("cannot run useradd")?;
@@ -132,7 +137,10 @@ async fn another_users_connection_is_refused_without_a_session() -> Result {
         .count();
     assert_eq!(logged, 1, "logged once per peer user:\n{}", daemon.logs());
     let table = env.ctl_ok(&["forward", "list"]).await?;
-    assert!(table.lines().next().unwrap_or_default().contains("REFUSED"), "{table}");
+    assert!(
+        table.lines().next().unwrap_or_default().contains("REFUSED"),
+        "{table}"
+    );
 
     // The owner is still served.
     bastion_tests::harness::net::echo_roundtrip(
@@ -251,10 +259,15 @@ async fn bastionctl_refuses_another_users_socket_without_sending_a_byte() -> Res
     std::fs::rename(&server.socket, &ours)?;
     let reason = env.ctl(&["status"]).await?.one_line_error()?;
     assert!(
-        reason.contains(&format!("uid {uid} ({OTHER_USER})")) && reason.contains("nothing was sent"),
+        reason.contains(&format!("uid {uid} ({OTHER_USER})"))
+            && reason.contains("nothing was sent"),
         "{reason}"
     );
-    assert_eq!(server.bytes_received().await?, "0", "bytes the server received");
+    assert_eq!(
+        server.bytes_received().await?,
+        "0",
+        "bytes the server received"
+    );
 
     // A socket in the other user's directory is refused before connecting.
     let theirs = foreign.path().join("s.sock");
