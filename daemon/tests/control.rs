@@ -172,3 +172,49 @@ async fn without_bastions_adding_is_a_precondition_error() {
     drop(client);
     daemon.stop().await;
 }
+
+/// How long the test holds the state file's save blocked.
+const SAVE_BLOCKED_FOR: Duration = Duration::from_secs(2);
+/// The longest the runtime may stall meanwhile; a blocked worker stalls it
+/// for all of `SAVE_BLOCKED_FOR`.
+const MAX_STALL: Duration = Duration::from_millis(500);
+
+/// A state save that blocks (a slow disk; here a FIFO where the temp file
+/// goes) must not stall the runtime: on one thread, timers keep firing.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_state_save_does_not_stall_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[bastions.hub]\nresource_id = \"{HUB}\"\n"),
+    )
+    .unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let daemon = start(dir.path());
+    let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
+        .await
+        .unwrap();
+    // Opening a FIFO for writing blocks until someone reads it.
+    let fifo = state_dir.join(format!("state.json.tmp-{}", std::process::id()));
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(SAVE_BLOCKED_FOR);
+        let mut drained = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::open(&fifo).unwrap(), &mut drained).unwrap();
+    });
+
+    let added = tokio::spawn(async move { client.add_forward(add(free_port(), "slow")).await });
+    let mut last = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while !added.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        worst = worst.max(last.elapsed());
+        last = std::time::Instant::now();
+    }
+    // The save itself may fail (a FIFO cannot be fsynced); only the stall matters.
+    let _ = added.await.unwrap();
+    reader.join().unwrap();
+    assert!(worst < MAX_STALL, "the runtime stalled for {worst:?}");
+    daemon.stop().await;
+}
