@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bastion_proto::v1::{
-    AddForwardRequest, ListForwardsRequest, RemoveForwardRequest, StatusRequest, Target,
+    AddForwardRequest, ListForwardsRequest, ReloadRequest, RemoveForwardRequest, StatusRequest,
+    Target,
 };
 use bastiond::daemon::{Options, run};
 use tokio::net::UnixListener;
@@ -215,6 +216,41 @@ async fn a_blocked_state_save_does_not_stall_the_runtime() {
     // The save itself may fail (a FIFO cannot be fsynced); only the stall matters.
     let _ = added.await.unwrap();
     reader.join().unwrap();
+    assert!(worst < MAX_STALL, "the runtime stalled for {worst:?}");
+    daemon.stop().await;
+}
+
+/// Reload reads the settings file (and certificates) off the runtime's
+/// workers: a file that takes long to read (here a FIFO nobody writes yet)
+/// does not stall the runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_settings_file_does_not_stall_the_runtime_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let settings = format!("[bastions.hub]\nresource_id = \"{HUB}\"\n");
+    std::fs::write(&config, &settings).unwrap();
+    let daemon = start(dir.path());
+    let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
+        .await
+        .unwrap();
+    std::fs::remove_file(&config).unwrap();
+    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(SAVE_BLOCKED_FOR);
+        std::fs::write(&config, settings).unwrap();
+    });
+
+    let reloaded = tokio::spawn(async move { client.reload(ReloadRequest {}).await });
+    let mut last = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while !reloaded.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        worst = worst.max(last.elapsed());
+        last = std::time::Instant::now();
+    }
+    let changes = reloaded.await.unwrap().unwrap().into_inner().changes;
+    assert!(changes.is_empty(), "{changes:?}");
+    writer.join().unwrap();
     assert!(worst < MAX_STALL, "the runtime stalled for {worst:?}");
     daemon.stop().await;
 }
