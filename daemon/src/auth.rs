@@ -286,7 +286,8 @@ impl TokenCache {
 
     /// One line from azure_core's error, with a hint for the usual fix.
     fn explain(&self, error: &azure_core::Error) -> String {
-        let text = error.to_string();
+        // Entra's answers come from the network: printable text only.
+        let text = crate::error_body::printable(&error.to_string());
         let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let line = truncate(&line, 400);
         match self.kind {

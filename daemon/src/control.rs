@@ -16,6 +16,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::error_body::printable;
 use crate::forward::target_proto;
 use crate::forwards::Forwards;
 use crate::keepalive::Keepalive;
@@ -215,8 +216,10 @@ impl Control for ControlService {
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "Connect stream failed");
-                    let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
-                    e.to_string()
+                    // A Close reason is the Bastion's text: printable only.
+                    let text = printable(&e.to_string());
+                    let _ = tx.send(Err(Status::unavailable(text.clone()))).await;
+                    text
                 }
             };
             let active = shared.streams_active.fetch_sub(1, Ordering::Relaxed) - 1;

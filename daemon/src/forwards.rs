@@ -89,6 +89,9 @@ impl Forwards {
                     continue;
                 }
             };
+            if !spec.local.ip().is_loopback() && !spec.allow_other_users {
+                tracing::warn!(forward = %spec.name, local = %spec.local, "listens beyond loopback without --allow-other-users: only your own local connections are served; re-add it with --allow-other-users to serve others");
+            }
             let listener = forward::bind(spec.local);
             if let Err(e) = &listener {
                 tracing::warn!(forward = %spec.name, error = %forward::bind_error(spec.local, e), "saved forward cannot listen yet");
