@@ -254,3 +254,65 @@ async fn a_slow_settings_file_does_not_stall_the_runtime_on_reload() {
     assert!(worst < MAX_STALL, "the runtime stalled for {worst:?}");
     daemon.stop().await;
 }
+
+/// Concurrent reloads are serialised and the newest file wins: a reload
+/// stuck reading an old version of the file must not overwrite the result
+/// of a later reload that read the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_newest_settings_file_wins_concurrent_reloads() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let v1 = format!("[bastions.hub]\nresource_id = \"{HUB}\"\n");
+    let v2 = format!(
+        "{v1}[bastions.spoke]\nresource_id = \"{}\"\n",
+        HUB.replace("hub", "spoke")
+    );
+    std::fs::write(&config, &v1).unwrap();
+    let daemon = start(dir.path());
+    let socket = dir.path().join("bastiond.sock");
+    let client = bastion_proto::client::connect(&socket).await.unwrap();
+
+    // Reload A reads a FIFO: it waits there until we write version 1.
+    std::fs::remove_file(&config).unwrap();
+    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut a_client = client.clone();
+    let a = tokio::spawn(async move { a_client.reload(ReloadRequest {}).await });
+    // Opening the FIFO's write end without blocking succeeds once A reads it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut writer = loop {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&config);
+        match opened {
+            Ok(writer) => break writer,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("reload A never read the settings file: {e}"),
+        }
+    };
+    // Version 2 is now the file; reload B comes after A.
+    std::fs::rename(&config, dir.path().join("old.fifo")).unwrap();
+    std::fs::write(&config, &v2).unwrap();
+    let mut b_client = client.clone();
+    let mut b = tokio::spawn(async move { b_client.reload(ReloadRequest {}).await });
+    // Unserialised, B finishes while A still waits; serialised, B waits for
+    // A. Give an unserialised B the time to finish first, then release A.
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut b).await;
+    writer.write_all(v1.as_bytes()).unwrap();
+    drop(writer);
+    a.await.unwrap().unwrap();
+    if !b.is_finished() {
+        b.await.unwrap().unwrap();
+    }
+
+    let mut client = client;
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    let names: Vec<_> = status.bastions.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["hub", "spoke"], "the newest file's bastions");
+    drop(client);
+    daemon.stop().await;
+}
