@@ -108,6 +108,10 @@ pub struct AddArgs {
     /// Local address to listen on [default: 127.0.0.1].
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Serve every local user's connections, not only yours (required with
+    /// a --bind address beyond loopback, whose peers cannot be checked).
+    #[arg(long)]
+    pub allow_other_users: bool,
     /// Print the new forward as a JSON object.
     #[arg(long)]
     pub json: bool,

@@ -18,6 +18,7 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         bind_address: args.bind.unwrap_or_default(),
         bastion: args.bastion.unwrap_or_default(),
         name: args.name.unwrap_or_default(),
+        allow_other_users: args.allow_other_users,
     };
     let forward = client
         .add_forward(request)
@@ -55,7 +56,7 @@ pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     } else if forwards.is_empty() {
         outln!("No forwards. Add one with `bastionctl forward add TARGET LOCAL_PORT`.")?;
     } else {
-        out!("{}", render_list(&forwards))?;
+        out!("{}", render_list(&forwards, bastion_proto::time::now_ms()))?;
     }
     Ok(())
 }
@@ -88,7 +89,7 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?)
 }
 
-fn render_list(forwards: &[Forward]) -> String {
+fn render_list(forwards: &[Forward], now_ms: i64) -> String {
     let rows: Vec<Vec<String>> = forwards
         .iter()
         .map(|f| {
@@ -99,9 +100,10 @@ fn render_list(forwards: &[Forward]) -> String {
                 f.bastion.clone(),
                 output::state_name(f.state).to_owned(),
                 format!("{}/{}", f.active_connections, f.total_connections),
+                f.refused_connections.to_string(),
                 output::human_bytes(f.bytes_up),
                 output::human_bytes(f.bytes_down),
-                output::one_line(&f.last_error),
+                error_text(&f.last_error, f.last_error_at_ms, now_ms),
             ]
         })
         .collect();
@@ -113,12 +115,24 @@ fn render_list(forwards: &[Forward]) -> String {
             "BASTION",
             "STATE",
             "CONNS",
+            "REFUSED",
             "UP",
             "DOWN",
             "LAST ERROR",
         ],
         &rows,
     )
+}
+
+/// The last error on one line, prefixed with its age (`5m ago: …`) so an
+/// old error is not mistaken for a current one.
+fn error_text(error: &str, at_ms: i64, now_ms: i64) -> String {
+    let line = output::one_line(error);
+    if line.is_empty() || at_ms <= 0 {
+        return line;
+    }
+    let age = u64::try_from((now_ms - at_ms) / 1000).unwrap_or(0);
+    format!("{} ago: {line}", output::human_duration(age))
 }
 
 #[cfg(test)]
@@ -135,9 +149,11 @@ mod tests {
             bytes_up: 2048,
             bytes_down: 5,
             last_error: "Target is not reachable\nfrom this Bastion.".into(),
+            last_error_at_ms: 1_000_000,
+            refused_connections: 4,
             ..crate::output::tests::forward()
         };
-        let rendered = render_list(&[forward]);
+        let rendered = render_list(&[forward], 1_000_000 + 125_000);
         let lines: Vec<&str> = rendered.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NAME"));
@@ -150,7 +166,8 @@ mod tests {
             "2/7",
             "2.0 KiB",
             "5 B",
-            "Target is not reachable; from this Bastion.",
+            "  4  ",
+            "2m ago: Target is not reachable; from this Bastion.",
         ] {
             assert!(
                 lines[1].contains(expected),

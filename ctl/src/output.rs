@@ -43,6 +43,10 @@ pub struct ForwardJson {
     pub last_error: Option<String>,
     pub created_at_ms: i64,
     pub setup_retries: u64,
+    /// Unix ms of `last_error`; null when there is none.
+    pub last_error_at_ms: Option<i64>,
+    pub refused_connections: u64,
+    pub allow_other_users: bool,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -61,6 +65,9 @@ impl From<&Forward> for ForwardJson {
             last_error: non_empty(&forward.last_error),
             created_at_ms: forward.created_at_ms,
             setup_retries: forward.setup_retries,
+            last_error_at_ms: (forward.last_error_at_ms != 0).then_some(forward.last_error_at_ms),
+            refused_connections: forward.refused_connections,
+            allow_other_users: forward.allow_other_users,
         }
     }
 }
@@ -182,6 +189,8 @@ pub(crate) mod tests {
             created_at_ms: 1_700_000_000_000,
             last_error_at_ms: 0,
             setup_retries: 2,
+            refused_connections: 0,
+            allow_other_users: false,
         }
     }
 
@@ -196,13 +205,17 @@ pub(crate) mod tests {
                 "state": "listening", "active_connections": 1, "total_connections": 3,
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
                 "created_at_ms": 1_700_000_000_000_i64, "setup_retries": 2,
+                "last_error_at_ms": null, "refused_connections": 0,
+                "allow_other_users": false,
             })
         );
         let mut failing = forward();
         failing.last_error = "Target unreachable".into();
         failing.state = ForwardState::Error as i32;
+        failing.last_error_at_ms = 1_700_000_000_500;
         let json = serde_json::to_value(ForwardJson::from(&failing)).unwrap();
         assert_eq!(json["last_error"], "Target unreachable");
+        assert_eq!(json["last_error_at_ms"], 1_700_000_000_500_i64);
         assert_eq!(json["state"], "error");
     }
 

@@ -15,6 +15,7 @@ use crate::bastion_host::BastionHost;
 use crate::config::{BastionSettings, Settings};
 use crate::error::TunnelError;
 use crate::error_body::error_message;
+use crate::http::{MAX_RESPONSE_BODY, read_capped};
 use crate::lock::lock;
 use crate::secret::Secret;
 
@@ -40,10 +41,9 @@ pub async fn lookup(
         .await
         .map_err(|e| TunnelError::unreachable(what, &e))?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let body = read_capped(response, MAX_RESPONSE_BODY)
         .await
-        .map_err(|e| TunnelError::unreachable(what, &e))?;
+        .map_err(|e| TunnelError::body(what, e))?;
     if !status.is_success() {
         return Err(TunnelError::Rejected {
             what,

@@ -23,6 +23,13 @@ const REFRESH_MARGIN_DIVISOR: u32 = 4;
 /// `az` or Entra taking longer than this is stuck; fail the connection
 /// rather than leave the user's ssh hanging.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed token request, callers share its error for this long
+/// before the credential is asked again (no `az` per incoming connection
+/// while the login is broken)...
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// ...doubling per further failure, up to this: someone who just ran
+/// `az login` waits at most this long (or runs `bastionctl reload`).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Builds the credential named in the settings. Credentials that talk HTTP
 /// use the daemon's client, so `tls.ca_file` and the proxy apply to them too.
@@ -47,7 +54,10 @@ pub fn credential(
             tenant_id: auth.tenant_id.clone(),
             ..Default::default()
         }))?,
-        CredentialKind::DeveloperTools => DeveloperToolsCredential::new(None)?,
+        CredentialKind::DeveloperTools => match auth.tenant_id.clone() {
+            Some(tenant) => crate::dev_tools::DeveloperTools::new(tenant)?,
+            None => DeveloperToolsCredential::new(None)?,
+        },
         CredentialKind::ClientSecret => {
             let tenant = auth
                 .tenant_id
@@ -122,6 +132,8 @@ struct CacheState {
     /// The last failure and when it finished, so callers queued behind a
     /// failing refresh share its error instead of retrying one by one.
     last_error: Option<(Instant, AuthError)>,
+    /// Failed requests in a row, which set the retry delay.
+    failures: u32,
 }
 
 /// The token cache of one credential and scope.
@@ -131,6 +143,7 @@ pub struct TokenCache {
     scope: String,
     state: Mutex<CacheState>,
     refresh: tokio::sync::Mutex<()>,
+    first_retry_delay: Duration,
 }
 
 /// What `Status` shows about authentication.
@@ -151,7 +164,28 @@ impl TokenCache {
             scope,
             state: Mutex::default(),
             refresh: tokio::sync::Mutex::new(()),
+            first_retry_delay: FIRST_RETRY_DELAY,
         }
+    }
+
+    /// Asks the credential again at the next call (after `reload`: the
+    /// user may just have fixed the login).
+    pub fn retry_now(&self) {
+        let mut state = self.lock();
+        state.failures = 0;
+        state.last_error = None;
+    }
+
+    /// The error of a recent failure, while its retry delay runs.
+    fn backing_off(&self, asked_at: Instant) -> Option<AuthError> {
+        let state = self.lock();
+        let (at, error) = state.last_error.as_ref()?;
+        let doublings = state.failures.saturating_sub(1).min(16);
+        let delay = self
+            .first_retry_delay
+            .saturating_mul(1 << doublings)
+            .min(MAX_RETRY_DELAY);
+        (*at >= asked_at || at.elapsed() < delay).then(|| error.clone())
     }
 
     pub fn kind(&self) -> CredentialKind {
@@ -164,14 +198,15 @@ impl TokenCache {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
+        if let Some(error) = self.backing_off(asked_at) {
+            return Err(error);
+        }
         let _refreshing = self.refresh.lock().await;
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        if let Some((at, error)) = &self.lock().last_error
-            && *at >= asked_at
-        {
-            return Err(error.clone());
+        if let Some(error) = self.backing_off(asked_at) {
+            return Err(error);
         }
         let result = self.request().await;
         let mut state = self.lock();
@@ -180,11 +215,13 @@ impl TokenCache {
                 let token = cached.token.clone();
                 state.token = Some(cached);
                 state.last_error = None;
+                state.failures = 0;
                 Ok(token)
             }
             Err(error) => {
                 tracing::warn!(%error, "token request failed");
                 state.last_error = Some((Instant::now(), error.clone()));
+                state.failures = state.failures.saturating_add(1);
                 Err(error)
             }
         }
@@ -249,7 +286,8 @@ impl TokenCache {
 
     /// One line from azure_core's error, with a hint for the usual fix.
     fn explain(&self, error: &azure_core::Error) -> String {
-        let text = error.to_string();
+        // Entra's answers come from the network: printable text only.
+        let text = crate::error_body::printable(&error.to_string());
         let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
         let line = truncate(&line, 400);
         match self.kind {
@@ -365,8 +403,37 @@ mod tests {
         }
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
         assert!(cache.status().error.unwrap().contains("azure-cli"));
-        // A later caller tries again.
+        // A later caller tries again, once the retry delay has passed.
+        cache.token().await.unwrap_err();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "within the delay");
+        cache.retry_now();
         cache.token().await.unwrap_err();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_credential_is_retried_with_backoff() {
+        let (fake, cache) = cache(Duration::from_secs(3600), true);
+        let mut cache = Arc::into_inner(cache).unwrap();
+        cache.first_retry_delay = Duration::from_millis(300);
+        // Many connections in a row while the login is broken: one request.
+        for _ in 0..20 {
+            cache.token().await.unwrap_err();
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cache.token().await.unwrap_err();
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "retried after the delay"
+        );
+        // The second failure doubles the delay (600 ms).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cache.token().await.unwrap_err();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "still backing off");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cache.token().await.unwrap_err();
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
     }
 }

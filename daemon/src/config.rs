@@ -124,13 +124,27 @@ impl Default for CloudSettings {
 pub struct TlsSettings {
     /// Extra CA certificates (PEM), added to the system roots.
     pub ca_file: Option<PathBuf>,
+    /// A digest of `ca_file`'s content when loaded, so a reload notices new
+    /// certificates at the same path (not a setting).
+    #[serde(skip)]
+    pub ca_digest: Option<u64>,
 }
 
 impl Settings {
     /// Reads `file`; a missing file gives the defaults (no bastions yet).
     pub fn load(file: &Path) -> Result<Settings, ConfigError> {
         match std::fs::read_to_string(file) {
-            Ok(text) => Settings::parse(&text, file),
+            Ok(text) => {
+                let mut settings = Settings::parse(&text, file)?;
+                // Unreadable now: tls_config reports it with the path.
+                settings.tls.ca_digest = settings.tls.ca_file.as_deref().and_then(|ca| {
+                    use std::hash::{Hash, Hasher};
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    std::fs::read(ca).ok()?.hash(&mut hasher);
+                    Some(hasher.finish())
+                });
+                Ok(settings)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
             Err(source) => Err(ConfigError::Read {
                 file: file.to_path_buf(),
@@ -333,6 +347,25 @@ keepalive_interval_secs = 5
             .unwrap_err()
             .to_string();
         assert!(err.contains("keepalive_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn durations_have_a_maximum() {
+        let err = parse("[tunnel]\nkeepalive_interval_secs = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keepalive_interval_secs") && err.contains("3600"),
+            "{err}"
+        );
+        let err = parse("[tunnel]\nkeepalive_timeout_secs = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keepalive_timeout_secs") && err.contains("600"),
+            "{err}"
+        );
+        assert!(parse("[tunnel]\nkeepalive_interval_secs = 3600\n").is_ok());
     }
 
     #[test]

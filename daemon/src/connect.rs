@@ -16,6 +16,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use crate::connection::{self, ConnectionError, Route};
+use crate::error_body::printable;
 use crate::forward::target_proto;
 use crate::pump::Traffic;
 use crate::shared::Shared;
@@ -102,8 +103,10 @@ async fn run(
         }
         Err(e) => {
             tracing::info!(error = %e, "Connect stream failed");
-            let _ = tx.send(Err(Status::unavailable(e.to_string()))).await;
-            e.to_string()
+            // A Close reason is the Bastion's text: printable only.
+            let text = printable(&e.to_string());
+            let _ = tx.send(Err(Status::unavailable(text.clone()))).await;
+            text
         }
     };
     let active = shared.streams_active.fetch_sub(1, Ordering::Relaxed) - 1;

@@ -64,7 +64,7 @@ impl Control for ControlService {
         &self,
         request: Request<proto::AddForwardRequest>,
     ) -> Result<Response<proto::AddForwardResponse>, Status> {
-        let forward = self.forwards.add(request.into_inner())?;
+        let forward = self.forwards.add(request.into_inner()).await?;
         tracing::info!(forward = %forward.name, "added forward");
         Ok(Response::new(proto::AddForwardResponse {
             forward: Some(forward),
@@ -75,7 +75,7 @@ impl Control for ControlService {
         &self,
         _request: Request<proto::ListForwardsRequest>,
     ) -> Result<Response<proto::ListForwardsResponse>, Status> {
-        let forwards = self.forwards.list().iter().map(|f| f.to_proto()).collect();
+        let forwards = self.forwards.protos();
         Ok(Response::new(proto::ListForwardsResponse { forwards }))
     }
 
@@ -105,6 +105,7 @@ impl Control for ControlService {
         _request: Request<proto::ReloadRequest>,
     ) -> Result<Response<proto::ReloadResponse>, Status> {
         let changes = crate::reload::reload(&self.shared, &self.forwards, &self.config_file)
+            .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         Ok(Response::new(proto::ReloadResponse { changes }))
     }

@@ -134,7 +134,7 @@ pub async fn run(
             "exiting with Bastion sessions not deleted; they will expire on their own"
         );
     }
-    forwards.save().context("saving state")?;
+    forwards.save().await.context("saving state")?;
     tracing::info!("stopped");
     Ok(())
 }

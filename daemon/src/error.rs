@@ -35,6 +35,10 @@ pub enum TunnelError {
     /// The WebSocket could not be opened.
     #[error("tunnel: {0}")]
     WebSocket(String),
+    /// An answer too large to be what we asked for (a proxy or the wrong
+    /// endpoint answering): not read, and not worth a retry.
+    #[error("{what}: {message}")]
+    TooLarge { what: &'static str, message: String },
     /// No Bastion session could be had within the setup deadline (`max_sessions`).
     #[error("{0}")]
     Busy(String),
@@ -71,7 +75,19 @@ impl TunnelError {
             TunnelError::Auth(_)
             | TunnelError::NotConfigured(_)
             | TunnelError::Precondition(_)
+            | TunnelError::TooLarge { .. }
             | TunnelError::Busy(_) => false,
+        }
+    }
+
+    /// An answer's body that could not be read, or was too large to.
+    pub fn body(what: &'static str, error: crate::http::BodyError) -> TunnelError {
+        match error {
+            crate::http::BodyError::Read(e) => TunnelError::unreachable(what, &e),
+            too_large @ crate::http::BodyError::TooLarge { .. } => TunnelError::TooLarge {
+                what,
+                message: too_large.to_string(),
+            },
         }
     }
 
@@ -88,7 +104,9 @@ impl TunnelError {
                 408 | 429 | 500.. => tonic::Code::Unavailable,
                 _ => tonic::Code::FailedPrecondition,
             },
-            TunnelError::Unreachable { .. } | TunnelError::WebSocket(_) => tonic::Code::Unavailable,
+            TunnelError::Unreachable { .. }
+            | TunnelError::WebSocket(_)
+            | TunnelError::TooLarge { .. } => tonic::Code::Unavailable,
             TunnelError::Busy(_) => tonic::Code::ResourceExhausted,
         }
     }
@@ -96,7 +114,11 @@ impl TunnelError {
 
 impl From<TunnelError> for tonic::Status {
     fn from(error: TunnelError) -> tonic::Status {
-        tonic::Status::new(error.code(), error.to_string())
+        // Messages may quote the Bastion or ARM: printable text only.
+        tonic::Status::new(
+            error.code(),
+            crate::error_body::printable(&error.to_string()),
+        )
     }
 }
 

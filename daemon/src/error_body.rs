@@ -7,9 +7,26 @@ use serde::Deserialize;
 /// Error bodies are shown to users; an HTML error page is cut to this.
 const SNIPPET_CHARS: usize = 160;
 
+/// A JSON error message longer than this is cut: it goes on one table row.
+const MESSAGE_CHARS: usize = 400;
+
 /// The message of an Azure error body (`{"message": …}` or
-/// `{"error": {"message": …}}`), or a short snippet of whatever came instead.
+/// `{"error": {"message": …}}`), or a short snippet of whatever came instead;
+/// cut short and without control characters, since it ends up on terminals.
 pub fn error_message(status: u16, body: &[u8]) -> String {
+    printable(&truncate(&raw_message(status, body), MESSAGE_CHARS))
+}
+
+/// Text from the network made safe for a terminal: every control character
+/// (escape sequences, carriage returns, newlines that would fake table rows)
+/// becomes a space.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn raw_message(status: u16, body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Body {
         message: Option<String>,
@@ -91,6 +108,16 @@ fn html_text(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_user() {
+        let body = br#"{"message": "bad\u001b[2J\r\nthing\u0007"}"#;
+        let message = error_message(400, body);
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(message.starts_with("bad [2J  thing"), "{message:?}");
+        let long = format!(r#"{{"message": "{}"}}"#, "x".repeat(5000));
+        assert!(error_message(400, long.as_bytes()).chars().count() <= MESSAGE_CHARS + 1);
+    }
 
     #[test]
     fn error_bodies_become_messages() {

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::connection::{self, ConnectionError, Route};
+use crate::error_body::printable;
 use crate::lock::lock;
+use crate::peer_owner::OwnerGate;
 use crate::pump::{PumpError, Traffic};
 use crate::shared::Shared;
 use crate::store::SavedForward;
@@ -50,6 +52,8 @@ pub struct ForwardSpec {
     pub target: Target,
     pub local: SocketAddr,
     pub created_at_ms: i64,
+    /// Serve every local user, not only the daemon's own.
+    pub allow_other_users: bool,
 }
 
 impl ForwardSpec {
@@ -62,6 +66,7 @@ impl ForwardSpec {
             bind_address: self.local.ip().to_string(),
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
+            allow_other_users: self.allow_other_users,
         }
     }
 
@@ -78,6 +83,7 @@ impl ForwardSpec {
             target,
             local: SocketAddr::new(ip, saved.local_port),
             created_at_ms: saved.created_at_ms,
+            allow_other_users: saved.allow_other_users,
         })
     }
 }
@@ -102,6 +108,7 @@ pub struct Forward {
     total: AtomicU64,
     /// Tunnels set up again after a transient failure, unseen by clients.
     setup_retries: AtomicU64,
+    owners: OwnerGate,
     status: Mutex<Status>,
     cancel: CancellationToken,
     listener_task: Mutex<Option<JoinHandle<()>>>,
@@ -130,6 +137,7 @@ impl Forward {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             setup_retries: AtomicU64::new(0),
+            owners: OwnerGate::default(),
             status: Mutex::new(Status { state, last_error }),
             cancel: shared.shutdown.child_token(),
             listener_task: Mutex::new(None),
@@ -180,6 +188,8 @@ impl Forward {
             created_at_ms: self.spec.created_at_ms,
             last_error_at_ms,
             setup_retries: self.setup_retries.load(Ordering::Relaxed),
+            refused_connections: self.owners.refused(),
+            allow_other_users: self.spec.allow_other_users,
         }
     }
 
@@ -271,6 +281,16 @@ impl Forward {
     }
 
     async fn serve(self: Arc<Self>, mut socket: TcpStream, peer: SocketAddr, id: u64) {
+        // Owner-only: another local user's connection gets no tunnel (it
+        // would run on this user's Azure identity); dropped here, unserved.
+        if !self.spec.allow_other_users {
+            let admitted = socket
+                .local_addr()
+                .is_ok_and(|local| self.owners.admit(local, peer));
+            if !admitted {
+                return;
+            }
+        }
         if let Err(e) = tune_socket(&socket) {
             tracing::debug!(error = %e, "cannot tune the client socket");
         }
@@ -294,7 +314,7 @@ impl Forward {
             .connection_closed(proto::ConnectionEvent {
                 bytes_up: traffic.up.load(Ordering::Relaxed),
                 bytes_down: traffic.down.load(Ordering::Relaxed),
-                error: error.map(|e| e.to_string()).unwrap_or_default(),
+                error: error.map(|e| printable(&e.to_string())).unwrap_or_default(),
                 ..event(active)
             });
     }
@@ -321,7 +341,7 @@ impl Forward {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                self.set_status(self.state(), Some(e.to_string()));
+                self.set_status(self.state(), Some(printable(&e.to_string())));
                 close_gracefully(socket).await;
                 return Err(e.into());
             }
@@ -351,7 +371,7 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                self.set_status(self.state(), Some(e.to_string()));
+                self.set_status(self.state(), Some(printable(&e.to_string())));
             }
         }
         result

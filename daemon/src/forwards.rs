@@ -1,5 +1,6 @@
 //! The set of forwards: add (validate, bind, persist), remove, list, and
-//! restore at start-up.
+//! restore at start-up. Changes are serialised and their saves (fsync,
+//! rename) run on the blocking pool, never on a runtime worker under a lock.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -7,15 +8,15 @@ use std::sync::{Arc, Mutex};
 use bastion_proto::v1::{self as proto, ForwardState};
 
 use crate::forward::{self, Forward, ForwardSpec};
+use crate::forward_name::{default_name, new_id, unique_name, validate_name};
 use crate::shared::Shared;
-use crate::store::Store;
-use bastion_proto::target::{Target, TargetHost};
+use crate::store::{SavedForward, Store};
+use crate::unrestored::Unrestored;
+use bastion_proto::target::Target;
 use bastion_proto::time::now_ms;
 
 /// Where forwards listen unless asked otherwise: never the network.
 const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Names are typed on command lines and used in ssh configs.
-const MAX_NAME_LEN: usize = 64;
 
 /// Why a forward request was refused; each maps to one gRPC code.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,11 @@ pub struct Forwards {
     store: Store,
     /// In creation order. A std mutex: never held across an await.
     list: Mutex<Vec<Arc<Forward>>>,
+    /// Saved forwards that could not be started; kept in the file.
+    unrestored: Mutex<Vec<Unrestored>>,
+    /// Held through each add or remove, save included, so concurrent changes
+    /// reach the disk in order and none is lost.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Forwards {
@@ -58,6 +64,8 @@ impl Forwards {
             shared,
             store,
             list: Mutex::default(),
+            unrestored: Mutex::default(),
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -76,11 +84,14 @@ impl Forwards {
             let spec = match ForwardSpec::from_saved(saved) {
                 Ok(spec) => spec,
                 Err(e) => {
-                    self.shared
-                        .alert(format!("skipping saved forward {:?}: {e}", saved.name));
+                    tracing::error!(forward = %saved.name, error = %e, "cannot start saved forward; keeping it in the state file");
+                    crate::lock::lock(&self.unrestored).push(Unrestored::new(saved.clone(), e));
                     continue;
                 }
             };
+            if !spec.local.ip().is_loopback() && !spec.allow_other_users {
+                tracing::warn!(forward = %spec.name, local = %spec.local, "listens beyond loopback without --allow-other-users: only your own local connections are served; re-add it with --allow-other-users to serve others");
+            }
             let listener = forward::bind(spec.local);
             if let Err(e) = &listener {
                 tracing::warn!(forward = %spec.name, error = %forward::bind_error(spec.local, e), "saved forward cannot listen yet");
@@ -93,7 +104,28 @@ impl Forwards {
 
     /// Validates, binds (before answering: a taken port is an error and
     /// nothing is saved), starts and persists a new forward.
-    pub fn add(&self, request: proto::AddForwardRequest) -> Result<proto::Forward, ForwardError> {
+    pub async fn add(
+        &self,
+        request: proto::AddForwardRequest,
+    ) -> Result<proto::Forward, ForwardError> {
+        let _changing = self.changes.lock().await;
+        let (listener, spec, saved) = self.prepare(request)?;
+        self.persist(saved)
+            .await
+            .map_err(|e| ForwardError::Internal(format!("forward not added: {e:#}")))?;
+        let forward = Forward::start(spec, Ok(listener), &self.shared);
+        self.lock().push(forward.clone());
+        let proto = forward.to_proto();
+        self.shared.events.forward_changed(proto.clone());
+        Ok(proto)
+    }
+
+    /// Validates and binds a new forward; returns it with the state file's
+    /// new content.
+    fn prepare(
+        &self,
+        request: proto::AddForwardRequest,
+    ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<SavedForward>), ForwardError> {
         let target = request
             .target
             .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
@@ -122,14 +154,29 @@ impl Forwards {
         };
         let local = SocketAddr::new(bind_ip, port);
         if !bind_ip.is_loopback() {
+            if !request.allow_other_users {
+                return Err(ForwardError::InvalidArgument(format!(
+                    "{bind_ip} is reachable from beyond this machine, and the owner of a remote \
+                     connection cannot be checked; add --allow-other-users to serve anyone who \
+                     can reach {local}, or bind to 127.0.0.1"
+                )));
+            }
             tracing::warn!(%local, "forward listens beyond this machine: anyone who can reach it can use the tunnel");
         }
         let bastion = self.bastion_for(&request.bastion)?;
         let name = request.name.trim();
         if !name.is_empty() {
-            validate_name(name)?;
+            validate_name(name).map_err(ForwardError::InvalidArgument)?;
         }
-        let mut list = self.lock();
+        let list = self.lock();
+        let taken_by_unrestored = crate::lock::lock(&self.unrestored)
+            .iter()
+            .any(|u| u.saved.name == name);
+        if !name.is_empty() && taken_by_unrestored {
+            return Err(ForwardError::AlreadyExists(format!(
+                "a forward named {name:?} already exists (not started; see `bastionctl forward list`)"
+            )));
+        }
         if let Some(other) = list
             .iter()
             .find(|f| !name.is_empty() && f.spec.name == name)
@@ -155,7 +202,9 @@ impl Forwards {
             }
         })?;
         let name = if name.is_empty() {
-            unique_name(&default_name(&target), &list)
+            unique_name(&default_name(&target), |n| {
+                list.iter().any(|f| f.spec.name == n)
+            })
         } else {
             name.to_string()
         };
@@ -166,37 +215,33 @@ impl Forwards {
             target,
             local,
             created_at_ms: now_ms(),
+            allow_other_users: request.allow_other_users,
         };
-        let mut saved: Vec<_> = list.iter().map(|f| f.spec.to_saved()).collect();
+        let mut saved = self.saved(&list);
         saved.push(spec.to_saved());
-        self.store
-            .save(&saved)
-            .map_err(|e| ForwardError::Internal(format!("forward not added: {e:#}")))?;
-        let forward = Forward::start(spec, Ok(listener), &self.shared);
-        list.push(forward.clone());
-        drop(list);
-        let proto = forward.to_proto();
-        self.shared.events.forward_changed(proto.clone());
-        Ok(proto)
+        Ok((listener, spec, saved))
     }
 
     /// Removes the forward named by `selector` (name, id or local port).
     pub async fn remove(&self, selector: &str) -> Result<proto::Forward, ForwardError> {
         let selector = selector.trim();
-        let forward = {
-            let mut list = self.lock();
-            let index = find(&list, selector)?;
-            let saved: Vec<_> = list
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != index)
-                .map(|(_, f)| f.spec.to_saved())
-                .collect();
-            self.store
-                .save(&saved)
-                .map_err(|e| ForwardError::Internal(format!("forward not removed: {e:#}")))?;
-            list.remove(index)
+        let _changing = self.changes.lock().await;
+        let found = find(&self.lock(), selector);
+        let index = match found {
+            Ok(index) => index,
+            Err(not_found) => return self.remove_unrestored(selector).await.ok_or(not_found)?,
         };
+        let saved = {
+            let list = self.lock();
+            let mut saved = self.saved(&list);
+            saved.remove(index);
+            saved
+        };
+        self.persist(saved)
+            .await
+            .map_err(|e| ForwardError::Internal(format!("forward not removed: {e:#}")))?;
+        // Changes are serialised, so the index still names the same forward.
+        let forward = self.lock().remove(index);
         forward.stop().await;
         tracing::info!(forward = %forward.spec.name, "removed forward");
         self.shared.events.forward_removed(forward.spec.id.clone());
@@ -205,8 +250,70 @@ impl Forwards {
         Ok(proto)
     }
 
+    /// Removes a forward that was never started, if `selector` names one.
+    async fn remove_unrestored(
+        &self,
+        selector: &str,
+    ) -> Option<Result<proto::Forward, ForwardError>> {
+        let (index, saved) = {
+            let list = self.lock();
+            let unrestored = crate::lock::lock(&self.unrestored);
+            let index = unrestored.iter().position(|u| u.matches(selector))?;
+            let mut saved = self.saved_with(&list, &unrestored);
+            saved.remove(list.len() + index);
+            (index, saved)
+        };
+        if let Err(e) = self.persist(saved).await {
+            return Some(Err(ForwardError::Internal(format!(
+                "forward not removed: {e:#}"
+            ))));
+        }
+        let removed = crate::lock::lock(&self.unrestored).remove(index);
+        self.shared.events.forward_removed(removed.saved.id.clone());
+        let mut proto = removed.to_proto();
+        proto.state = ForwardState::Stopping.into();
+        Some(Ok(proto))
+    }
+
     pub fn list(&self) -> Vec<Arc<Forward>> {
         self.lock().clone()
+    }
+
+    /// Every forward as `list` shows it, those not started included.
+    pub fn protos(&self) -> Vec<proto::Forward> {
+        let mut protos: Vec<_> = self.list().iter().map(|f| f.to_proto()).collect();
+        protos.extend(
+            crate::lock::lock(&self.unrestored)
+                .iter()
+                .map(Unrestored::to_proto),
+        );
+        protos
+    }
+
+    /// Saved forwards that could not be started.
+    pub fn unrestored(&self) -> usize {
+        crate::lock::lock(&self.unrestored).len()
+    }
+
+    /// What the state file holds for `list` plus the unrestored forwards.
+    fn saved(&self, list: &[Arc<Forward>]) -> Vec<SavedForward> {
+        self.saved_with(list, &crate::lock::lock(&self.unrestored))
+    }
+
+    fn saved_with(&self, list: &[Arc<Forward>], unrestored: &[Unrestored]) -> Vec<SavedForward> {
+        list.iter()
+            .map(|f| f.spec.to_saved())
+            .chain(unrestored.iter().map(|u| u.saved.clone()))
+            .collect()
+    }
+
+    /// Writes `saved` on the blocking pool: fsync and rename may take long
+    /// on a busy disk, and must not stall the runtime's workers.
+    async fn persist(&self, saved: Vec<SavedForward>) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.save(&saved))
+            .await
+            .map_err(|e| anyhow::anyhow!("the state save did not finish: {e}"))?
     }
 
     /// Stops every forward (shutdown); the list and the state file stay as they are.
@@ -217,9 +324,10 @@ impl Forwards {
     }
 
     /// Saves the current forwards (at shutdown, in case an earlier save failed).
-    pub fn save(&self) -> anyhow::Result<()> {
-        let saved: Vec<_> = self.lock().iter().map(|f| f.spec.to_saved()).collect();
-        self.store.save(&saved)
+    pub async fn save(&self) -> anyhow::Result<()> {
+        let _changing = self.changes.lock().await;
+        let saved = self.saved(&self.lock());
+        self.persist(saved).await
     }
 
     /// The bastion a request names, or the default one.
@@ -286,75 +394,12 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-fn validate_name(name: &str) -> Result<(), ForwardError> {
-    let ok = name.len() <= MAX_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        && !name.chars().all(|c| c.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(ForwardError::InvalidArgument(format!(
-            "forward name {name:?} must be up to {MAX_NAME_LEN} letters, digits, '-', '_', '.', ':' and not all digits"
-        )))
-    }
-}
-
-/// "10.1.0.4-22", "fd00--4-22", "vm1-22".
-fn default_name(target: &Target) -> String {
-    let host = match &target.host {
-        TargetHost::Ip(IpAddr::V6(ip)) => ip.to_string().replace(':', "-"),
-        TargetHost::Ip(ip) => ip.to_string(),
-        TargetHost::Vm(id) => id.rsplit('/').next().unwrap_or("vm").to_string(),
-    };
-    format!("{host}-{}", target.port)
-}
-
-fn unique_name(base: &str, list: &[Arc<Forward>]) -> String {
-    let taken = |name: &str| list.iter().any(|f| f.spec.name == name);
-    if !taken(base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|name| !taken(name))
-        .unwrap_or_else(new_id)
-}
-
-/// A short random id; forwards are few, so 32 bits never collide in practice.
-fn new_id() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn default_names() {
-        assert_eq!(
-            default_name(&Target::parse("10.1.0.4:22").unwrap()),
-            "10.1.0.4-22"
-        );
-        assert_eq!(
-            default_name(&Target::parse("[fd00::4]:22").unwrap()),
-            "fd00--4-22"
-        );
-        assert_eq!(
-            default_name(
-                &Target::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1:22")
-                    .unwrap()
-            ),
-            "vm1-22"
-        );
-    }
-
-    #[test]
-    fn names_and_overlaps() {
-        assert!(validate_name("dev-ssh").is_ok());
-        assert!(validate_name("2222").is_err());
-        assert!(validate_name("has space").is_err());
+    fn overlapping_listeners() {
         let a: SocketAddr = "127.0.0.1:2222".parse().unwrap();
         assert!(overlaps(a, "0.0.0.0:2222".parse().unwrap()));
         assert!(!overlaps(a, "127.0.0.2:2222".parse().unwrap()));

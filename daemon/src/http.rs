@@ -27,6 +27,10 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// pool keeps enough for the next burst of token POSTs without holding ~1000
 /// sockets (and file descriptors) open for the whole idle timeout.
 const POOL_MAX_IDLE_PER_HOST: usize = 32;
+/// Largest answer read from ARM or a Bastion's token endpoint: the real
+/// ones are a few KiB; anything bigger is a broken or hostile server, and
+/// reading it whole would grow the daemon's memory without bound.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// Only HTTP/1.1 is offered: Bastion sessions hang over HTTP/2.
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
@@ -85,4 +89,39 @@ pub fn client(tls: &rustls::ClientConfig) -> Result<reqwest::Client> {
         .user_agent(concat!("bastiond/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTPS client")
+}
+
+/// Why an answer's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(
+        "the answer is larger than {} KiB and was not read further (a proxy or the wrong endpoint answering?)",
+        limit / 1024
+    )]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Read(#[from] reqwest::Error),
+}
+
+/// Reads `response`'s body, up to `limit` bytes; beyond that it stops
+/// reading (the connection is dropped, not pooled) and fails.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    let too_large = BodyError::TooLarge { limit };
+    if response
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
+    {
+        return Err(too_large);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }

@@ -14,20 +14,28 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::paths::Paths;
 
+/// Permission bits that let other users add, remove or rename entries.
+const WRITABLE_BY_OTHERS: u32 = 0o022;
+
 /// Held while the daemon runs: the lock, and the socket removed on drop.
 pub struct Instance {
     socket: PathBuf,
     _lock: Flock<fs::File>,
+    /// Two daemons on one state file would overwrite each other's forwards,
+    /// even with different sockets.
+    _state_lock: Flock<fs::File>,
 }
 
 impl Instance {
     /// Takes the lock and binds the control socket.
     pub fn acquire(paths: &Paths) -> Result<(Instance, UnixListener)> {
         let lock = lock(paths)?;
+        let state_lock = lock_state(&paths.state_file)?;
         let listener = bind_socket(&paths.socket)?;
         let instance = Instance {
             socket: paths.socket.clone(),
             _lock: lock,
+            _state_lock: state_lock,
         };
         Ok((instance, listener))
     }
@@ -50,25 +58,44 @@ fn lock(paths: &Paths) -> Result<Flock<fs::File>> {
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    // Another user's directory could swap our socket or lock under us.
-    let owner = fs::metadata(dir)
-        .with_context(|| format!("cannot inspect {}", dir.display()))?
-        .uid();
-    let uid = nix::unistd::getuid().as_raw();
-    if owner != uid {
-        bail!(
-            "{} belongs to uid {owner}, not to you (uid {uid}); choose another socket with --socket or BASTIOND_SOCKET",
-            dir.display()
-        );
-    }
+    check_directory(dir)?;
     let lock_file = paths.lock_file();
+    take(&lock_file, |pid| {
+        format!(
+            "bastiond is already running (pid {pid}, socket {})",
+            paths.socket.display()
+        )
+    })
+}
+
+/// Takes the lock of the state file, `<state file>.lock` beside it.
+fn lock_state(state_file: &Path) -> Result<Flock<fs::File>> {
+    let dir = state_file.parent().unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut name = state_file.as_os_str().to_owned();
+    name.push(".lock");
+    take(Path::new(&name), |pid| {
+        format!(
+            "another bastiond (pid {pid}) already uses the state file {}; stop it, or give this one its own with --state-file",
+            state_file.display()
+        )
+    })
+}
+
+/// Locks `lock_file` exclusively and writes our pid into it; when another
+/// process holds it, fails with `busy(its pid)`.
+fn take(lock_file: &Path, busy: impl FnOnce(&str) -> String) -> Result<Flock<fs::File>> {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(&lock_file)
+        .open(lock_file)
         .with_context(|| format!("cannot open lock file {}", lock_file.display()))?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
@@ -76,11 +103,7 @@ fn lock(paths: &Paths) -> Result<Flock<fs::File>> {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
-            bail!(
-                "bastiond is already running (pid {}, socket {})",
-                if pid.is_empty() { "unknown" } else { pid },
-                paths.socket.display()
-            );
+            bail!(busy(if pid.is_empty() { "unknown" } else { pid }));
         }
         Err((_, e)) => bail!("cannot lock {}: {e}", lock_file.display()),
     };
@@ -88,6 +111,37 @@ fn lock(paths: &Paths) -> Result<Flock<fs::File>> {
     lock.rewind()?;
     writeln!(lock, "{}", std::process::id())?;
     Ok(lock)
+}
+
+/// Another user's directory, or one others may write to, could swap our
+/// socket or lock under us (the `/tmp` fallback is the case that matters).
+/// Not following symlinks: a link planted at the fallback path is refused.
+fn check_directory(dir: &Path) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let owner = meta.uid();
+    let uid = nix::unistd::getuid().as_raw();
+    if !meta.is_dir() {
+        bail!(
+            "{} is not a directory (a symlink?); refusing to put the control socket there; choose another socket with BASTIOND_SOCKET",
+            dir.display()
+        );
+    }
+    if owner != uid {
+        bail!(
+            "{} belongs to uid {owner}, not to you (uid {uid}); choose another socket with BASTIOND_SOCKET",
+            dir.display()
+        );
+    }
+    if meta.mode() & WRITABLE_BY_OTHERS != 0 {
+        bail!(
+            "{} is writable by other users (mode {:o}); run `chmod 700 {}` or choose another socket with BASTIOND_SOCKET",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Binds the control socket (0600). Holding the lock, any socket file already
@@ -157,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn a_second_daemon_on_the_same_state_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_paths = paths(dir.path());
+        let (_first, _listener) = Instance::acquire(&first_paths).unwrap();
+        let second = Paths {
+            socket: dir.path().join("run2/bastiond.sock"),
+            ..first_paths.clone()
+        };
+        let error = format!("{:#}", Instance::acquire(&second).err().unwrap());
+        assert!(
+            error.contains("state file") && error.contains(&std::process::id().to_string()),
+            "{error}"
+        );
+        assert!(!second.socket.exists(), "the second daemon binds nothing");
+    }
+
+    #[test]
     fn a_stale_socket_is_replaced_but_other_files_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
@@ -183,5 +254,26 @@ mod tests {
         std::os::unix::fs::chown(run, Some(65534), None).unwrap();
         let error = format!("{:#}", Instance::acquire(&paths).err().unwrap());
         assert!(error.contains("uid 65534"), "{error}");
+    }
+
+    #[test]
+    fn a_shared_or_linked_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let run = paths.socket.parent().unwrap();
+        fs::create_dir_all(run).unwrap();
+        fs::set_permissions(run, fs::Permissions::from_mode(0o1777)).unwrap();
+        let error = format!("{:#}", Instance::acquire(&paths).err().unwrap());
+        assert!(error.contains("writable by other users"), "{error}");
+        fs::remove_dir(run).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&elsewhere)
+            .unwrap();
+        std::os::unix::fs::symlink(&elsewhere, run).unwrap();
+        let error = format!("{:#}", Instance::acquire(&paths).err().unwrap());
+        assert!(error.contains("not a directory"), "{error}");
     }
 }

@@ -5,7 +5,10 @@
 //!   control socket; [`control`]: the gRPC service; [`status`] and [`reload`]:
 //!   what `Status` and `Reload` do; [`notify`]: sd_notify.
 //! - [`forwards`]: the set of forwards; [`forward`]: one listener, its
-//!   connections, state and counters; [`store`]: the state file;
+//!   connections, state and counters; [`forward_name`]: names and ids;
+//!   [`unrestored`]: saved forwards that
+//!   could not be started, kept; [`peer_owner`]: whose socket a
+//!   connection is (owner-only forwards); [`store`]: the state file;
 //!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
 //!   service share.
 //! - [`connect`]: the `Connect` stream; [`connection`]: one client through a
@@ -13,7 +16,7 @@
 //!   client and a tunnel; [`keepalive`]: pings and the stall verdict.
 //! - [`tunnel`]: opening a tunnel (token → bastion → session → WebSocket)
 //!   with retries within a [`setup`] budget,
-//!   built from [`auth`] (token cache), [`arm`] (bastion lookup, cached),
+//!   built from [`auth`] (token cache, [`dev_tools`]), [`arm`] (bastion lookup, cached),
 //!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
 //!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
 //! - Leaves: [`bastion_host`] (what ARM says of a bastion and its checks),
@@ -33,11 +36,13 @@ pub mod connect;
 pub mod connection;
 pub mod control;
 pub mod daemon;
+pub mod dev_tools;
 pub mod error;
 pub mod error_body;
 pub mod events;
 pub mod finish;
 pub mod forward;
+pub mod forward_name;
 pub mod forwards;
 pub mod http;
 pub mod instance;
@@ -45,6 +50,7 @@ pub mod keepalive;
 pub mod lock;
 pub mod notify;
 pub mod paths;
+pub mod peer_owner;
 pub mod proxy;
 pub mod pump;
 pub mod reload;
@@ -55,4 +61,5 @@ pub mod shared;
 pub mod status;
 pub mod store;
 pub mod tunnel;
+pub mod unrestored;
 pub mod websocket;

@@ -15,11 +15,30 @@ use crate::shared::Shared;
 use crate::tunnel::Connector;
 
 /// Re-reads the settings; forwards keep running. Returns one line per change.
-pub fn reload(shared: &Shared, forwards: &Forwards, config_file: &Path) -> Result<Vec<String>> {
-    let settings = Settings::load(config_file)?;
+/// Reloads are serialised; the file and certificate reads run on the
+/// blocking pool, off the runtime's workers.
+pub async fn reload(
+    shared: &Shared,
+    forwards: &Forwards,
+    config_file: &Path,
+) -> Result<Vec<String>> {
+    let _one_at_a_time = shared.reloading.lock().await;
     let old = shared.connector();
-    let mut changes = settings_changes(&old.settings, &settings);
-    let connector = Connector::new(settings, shared.sessions.clone(), Some(&old))?;
+    let (file, sessions, previous) = (
+        config_file.to_path_buf(),
+        shared.sessions.clone(),
+        old.clone(),
+    );
+    let (connector, mut changes) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let settings = Settings::load(&file)?;
+        let changes = settings_changes(&previous.settings, &settings);
+        Ok((
+            Connector::new(settings, sessions, Some(&previous))?,
+            changes,
+        ))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the reload did not finish: {e}"))??;
     for forward in forwards.list() {
         if !connector
             .settings
@@ -37,6 +56,9 @@ pub fn reload(shared: &Shared, forwards: &Forwards, config_file: &Path) -> Resul
     for entry in connector.bastions.values() {
         entry.forget();
     }
+
+    // The user may have just fixed the login: ask the credential at once.
+    connector.auth.retry_now();
     shared.set_connector(connector);
     shared
         .tasks
@@ -73,10 +95,13 @@ fn settings_changes(old: &Settings, new: &Settings) -> Vec<String> {
             new.default_bastion().unwrap_or("unset")
         ));
     }
+    if old.tls.ca_file == new.tls.ca_file && old.tls != new.tls {
+        changes.push("the CA file's certificates changed".to_string());
+    }
     let sections = [
         ("auth", old.auth != new.auth),
         ("cloud", old.cloud != new.cloud),
-        ("tls", old.tls != new.tls),
+        ("tls", old.tls.ca_file != new.tls.ca_file),
         ("tunnel", old.tunnel != new.tunnel),
     ];
     for (section, changed) in sections {
@@ -124,7 +149,7 @@ pub async fn reload_on_sighup(shared: Arc<Shared>, forwards: Arc<Forwards>, conf
             () = shared.shutdown.cancelled() => return,
             received = hangups.recv() => if received.is_none() { return },
         }
-        if let Err(error) = reload(&shared, &forwards, &config_file) {
+        if let Err(error) = reload(&shared, &forwards, &config_file).await {
             let text = format!("reload failed, keeping the previous settings: {error:#}");
             tracing::error!("{text}");
             shared.events.notice(text);

@@ -18,6 +18,7 @@ use crate::bastion_host::BastionHost;
 use crate::error::TunnelError;
 use crate::error_body::error_message;
 use crate::finish::{FinishOnDrop, finish_detached};
+use crate::http::{MAX_RESPONSE_BODY, read_capped};
 use crate::secret::Secret;
 
 /// A token POST answers in well under a second; past this the Bastion is in
@@ -83,10 +84,9 @@ async fn create(
         .await
         .map_err(|e| TunnelError::unreachable("cannot reach the Bastion", &e))?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let body = read_capped(response, MAX_RESPONSE_BODY)
         .await
-        .map_err(|e| TunnelError::unreachable("cannot reach the Bastion", &e))?;
+        .map_err(|e| TunnelError::body("reading the Bastion's answer", e))?;
     if !status.is_success() {
         return Err(TunnelError::Rejected {
             what,

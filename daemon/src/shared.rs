@@ -30,6 +30,9 @@ pub struct Shared {
     /// the status line, since no watcher was there to see their event.
     alerts: Mutex<Vec<String>>,
     pub started: Instant,
+    /// One reload at a time: each reads the file when its turn comes, so
+    /// the newest file is the one that stays.
+    pub reloading: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
             next_connection_id: AtomicU64::new(1),
             alerts: Mutex::default(),
             started: Instant::now(),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -17,7 +17,8 @@ pub fn summary(shared: &Shared, forwards: &Forwards) -> String {
     let in_error = list
         .iter()
         .filter(|f| f.state() == ForwardState::Error)
-        .count();
+        .count()
+        + forwards.unrestored();
     let auth = shared.connector().auth.status();
     let token = match (auth.error, auth.expires_at) {
         (Some(_), _) => "token error".to_string(),
@@ -27,11 +28,9 @@ pub fn summary(shared: &Shared, forwards: &Forwards) -> String {
         },
         (None, None) => "no token yet".to_string(),
     };
-    let plural = if list.len() == 1 { "" } else { "s" };
-    let mut line = format!(
-        "{} forward{plural}, {in_error} in error, {token}",
-        list.len()
-    );
+    let total = list.len() + forwards.unrestored();
+    let plural = if total == 1 { "" } else { "s" };
+    let mut line = format!("{total} forward{plural}, {in_error} in error, {token}");
     for alert in shared.alerts() {
         line.push_str("; ");
         line.push_str(&alert);
@@ -71,11 +70,12 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
         token_expires_at_ms: auth.expires_at.map_or(0, to_ms),
         auth_error: auth.error.unwrap_or_default(),
         bastions,
-        forwards: u32::try_from(list.len()).unwrap_or(u32::MAX),
+        forwards: u32::try_from(list.len() + forwards.unrestored()).unwrap_or(u32::MAX),
         forwards_in_error: u32::try_from(
             list.iter()
                 .filter(|f| f.state() == ForwardState::Error)
-                .count(),
+                .count()
+                + forwards.unrestored(),
         )
         .unwrap_or(u32::MAX),
         active_connections: list.iter().map(|f| f.active()).sum::<u64>()

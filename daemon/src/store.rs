@@ -26,6 +26,10 @@ pub struct SavedForward {
     pub bind_address: String,
     pub local_port: u16,
     pub created_at_ms: i64,
+    /// Serves every local user; left out when false so older daemons can
+    /// still read the file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_other_users: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,6 +149,7 @@ mod tests {
             bind_address: "127.0.0.1".into(),
             local_port: 2222,
             created_at_ms: 1,
+            allow_other_users: false,
         }
     }
 

@@ -49,9 +49,10 @@ const WS_READ_BUFFER: usize = 8 * 1024;
 const WS_WRITE_BUFFER: usize = 64 * 1024;
 /// Back-pressure bound on tungstenite's outgoing buffer.
 const WS_MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
-/// Largest frame/message accepted from the Bastion; the tunnel is a byte
-/// stream, so bigger frames are only a memory risk.
-const WS_MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest frame/message accepted from the Bastion: the tunnel is a byte
+/// stream the Bastion sends in frames of 4–64 KiB; 4× that is headroom, and
+/// more would only let one connection hold megabytes of the daemon's memory.
+pub const WS_MAX_MESSAGE: usize = 256 * 1024;
 /// The WebSocket configuration for tunnels.
 pub fn config() -> WebSocketConfig {
     WebSocketConfig::default()

@@ -4,6 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::trust::{TrustError, check_directory, check_server};
 use crate::v1::control_client::ControlClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -19,6 +20,9 @@ pub enum ClientError {
     NotRunning { socket: PathBuf },
     #[error("cannot connect to bastiond at {}: {source}", socket.display())]
     Io { socket: PathBuf, source: io::Error },
+    /// The socket is not this user's own daemon; nothing was sent.
+    #[error(transparent)]
+    Untrusted(#[from] TrustError),
     #[error("cannot talk to bastiond at {}: {source}", socket.display())]
     Transport {
         socket: PathBuf,
@@ -26,8 +30,10 @@ pub enum ClientError {
     },
 }
 
-/// Connects to the daemon listening on `socket`.
+/// Connects to the daemon listening on `socket`, once it has checked that
+/// the socket is the user's own daemon.
 pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientError> {
+    check_directory(socket)?;
     // Connect here rather than in the connector so "nothing there" becomes a
     // clear NotRunning instead of a transport error buried in tonic's chain;
     // the connector hands this first stream to tonic and dials later ones.
@@ -42,6 +48,7 @@ pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientErro
                 source,
             },
         })?;
+    check_server(socket, &first)?;
     let first = Arc::new(Mutex::new(Some(first)));
     let path = socket.to_path_buf();
     // The URI is a placeholder: every connection goes through the connector.
@@ -53,7 +60,13 @@ pub async fn connect(socket: &Path) -> Result<ControlClient<Channel>, ClientErro
             async move {
                 let stream = match first {
                     Some(stream) => stream,
-                    None => UnixStream::connect(path).await?,
+                    None => {
+                        // A reconnect could reach a socket swapped meanwhile.
+                        check_directory(&path).map_err(io::Error::other)?;
+                        let stream = UnixStream::connect(&path).await?;
+                        check_server(&path, &stream).map_err(io::Error::other)?;
+                        stream
+                    }
                 };
                 Ok::<_, io::Error>(TokioIo::new(stream))
             }

@@ -4,7 +4,8 @@
 //! - [`v1`]: `bastion.v1.Control`, generated from `bastion/v1/control.proto`
 //!   by tonic/prost.
 //! - [`socket`]: where the control socket is (`BASTIOND_SOCKET`, XDG).
-//! - [`client`]: connecting to it.
+//! - [`client`]: connecting to it; [`trust`]: whether it is the user's own
+//!   daemon (directory owner and mode, SO_PEERCRED).
 //! - [`target`]: targets as users type them (`10.1.0.4:22`, a VM id).
 //! - [`time`]: Unix milliseconds, the protocol's timestamps.
 //!
@@ -15,6 +16,7 @@ pub mod client;
 pub mod socket;
 pub mod target;
 pub mod time;
+pub mod trust;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -62,6 +62,9 @@ async fn added_forward_carries_bytes_and_reports_them() -> Result {
         "last_error",
         "created_at_ms",
         "setup_retries",
+        "last_error_at_ms",
+        "refused_connections",
+        "allow_other_users",
     ]
     .into();
     // Scripts rely on these; more may be added, none removed.

@@ -60,6 +60,9 @@ impl Path {
     }
 }
 
+/// `max_sessions` for the bench's bastion: above the largest concurrency level.
+const BENCH_MAX_SESSIONS: u32 = 10_000;
+
 /// Where a path's workloads connect.
 #[derive(Clone, Copy, Debug)]
 pub struct Routes {
@@ -87,11 +90,17 @@ impl World {
     /// Emulator, daemon (no forwards yet) and the bare client.
     pub async fn start(bare_in_process: bool, tunnel: &[String]) -> anyhow::Result<World> {
         let env = TestEnv::start().await.context("starting the emulator")?;
+        // The concurrency workload holds up to 1000 tunnels open at once to
+        // measure the daemon, not a Bastion's session limit (the emulator has
+        // none): lift the daemon's `max_sessions` cap for it.
+        let mut settings = std::fs::read_to_string(env.config_file())?.replace(
+            "[bastions.hub]\n",
+            &format!("[bastions.hub]\nmax_sessions = {BENCH_MAX_SESSIONS}\n"),
+        );
         if !tunnel.is_empty() {
-            let mut settings = std::fs::read_to_string(env.config_file())?;
             settings.push_str(&format!("\n[tunnel]\n{}\n", tunnel.join("\n")));
-            std::fs::write(env.config_file(), settings)?;
         }
+        std::fs::write(env.config_file(), settings)?;
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
         let daemon = Daemon::start_with(&env, &["--log-level", DAEMON_LOG_LEVEL], &[])

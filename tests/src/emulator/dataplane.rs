@@ -39,6 +39,16 @@ pub(crate) async fn create_token(shared: &Shared, req: Request<Incoming>) -> Res
             FaultBody::Empty => empty(status),
         };
     }
+    if let Some(bytes) = shared.faults.take_huge_token_reply() {
+        shared.ledger.reject("injected_huge_token_reply");
+        // Zeroed pages cost no memory until read; only what is sent is.
+        let mut resp = with_body(StatusCode::OK, "application/json", vec![0u8; bytes]);
+        resp.headers_mut().insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+        return resp;
+    }
     match exchange(shared, req).await {
         Ok(resp) => match pause(shared, shared.faults.reply_delay()).await {
             true => resp,

@@ -54,6 +54,8 @@ struct Switches {
     fail_token_posts: u32,
     token_post_failure: Option<TokenPostFailure>,
     fail_az: u32,
+    huge_token_replies: u32,
+    huge_reply_bytes: usize,
     delay: Duration,
     reply_delay: Duration,
     drop_after: Option<(u64, DropMode)>,
@@ -107,6 +109,16 @@ impl Faults {
     /// for a token revoked or minted by a clock that jumped.
     pub fn fail_arm_auth(&self, n: u32) {
         self.with(|s| s.fail_arm_auth = n);
+    }
+
+    /// The next `n` `POST /api/tokens` answer 200 with a body of `bytes`
+    /// (chunked, so the client cannot know its size up front), as a broken
+    /// proxy or a hostile endpoint might.
+    pub fn huge_token_replies(&self, n: u32, bytes: usize) {
+        self.with(|s| {
+            s.huge_token_replies = n;
+            s.huge_reply_bytes = bytes;
+        });
     }
 
     /// The next `n` fake-az calls exit 1 with an az-style error.
@@ -189,6 +201,11 @@ impl Faults {
     /// Consumes one armed ARM 401; true if this request must fail.
     pub(crate) fn take_arm_auth_failure(&self) -> bool {
         self.with(|s| take_one(&mut s.fail_arm_auth))
+    }
+
+    /// Consumes one armed huge reply: its size in bytes.
+    pub(crate) fn take_huge_token_reply(&self) -> Option<usize> {
+        self.with(|s| take_one(&mut s.huge_token_replies).then_some(s.huge_reply_bytes))
     }
 
     /// Consumes one armed fake-az failure; true if this call must fail.

@@ -92,9 +92,18 @@ impl Daemon {
     /// Runs a bastiond that is expected to exit by itself (e.g. a second
     /// daemon), returning its output.
     pub async fn run_to_exit(env: &TestEnv, args: &[&str]) -> anyhow::Result<Output> {
+        Self::run_to_exit_with(env, args, &[]).await
+    }
+
+    /// As [`Daemon::run_to_exit`], with extra environment variables.
+    pub async fn run_to_exit_with(
+        env: &TestEnv,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Output> {
         let n = env.next_daemon();
         let log = env.root().join(format!("bastiond-{n}.log"));
-        let mut cmd = bastiond_command(env, args, &[], &log)?;
+        let mut cmd = bastiond_command(env, args, vars, &log)?;
         env.record_log(log.clone());
         let status = within("bastiond to exit by itself", STEP_TIMEOUT, async {
             Ok(cmd.status().await?)
