@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use bastion_proto::target::Target;
 use bastion_proto::v1::{AddForwardRequest, Forward, ListForwardsRequest, RemoveForwardRequest};
 
 use crate::cli::AddArgs;
@@ -12,12 +13,16 @@ use crate::output::{out, outln};
 
 pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
     let mut client = daemon::connect_checked(socket).await?;
+    let caveat = Target::from_parts(&args.target.host, u32::from(args.target.port))
+        .ok()
+        .and_then(|t| t.ip_port_caveat());
     let request = AddForwardRequest {
         target: Some(args.target.into()),
         local_port: u32::from(args.local_port),
         bind_address: args.bind.unwrap_or_default(),
         bastion: args.bastion.unwrap_or_default(),
         name: args.name.unwrap_or_default(),
+        resource_group: args.resource_group.unwrap_or_default(),
     };
     let forward = client
         .add_forward(request)
@@ -26,6 +31,9 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         .into_inner()
         .forward
         .context("the daemon's answer carries no forward")?;
+    if let Some(caveat) = caveat {
+        eprintln!("bastionctl: warning: {caveat}");
+    }
     if args.json {
         print_json(&ForwardJson::from(&forward))?;
     } else {

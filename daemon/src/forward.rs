@@ -321,7 +321,11 @@ impl Forward {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                self.set_status(self.state(), Some(e.to_string()));
+                let mut error = e.to_string();
+                if let Some(caveat) = self.spec.target.ip_port_caveat() {
+                    error = format!("{error} (the port is the likely cause: {caveat})");
+                }
+                self.set_status(self.state(), Some(error));
                 close_gracefully(socket).await;
                 return Err(e.into());
             }
@@ -351,7 +355,11 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                self.set_status(self.state(), Some(e.to_string()));
+                let mut error = e.to_string();
+                if let Some(caveat) = self.spec.target.ip_port_caveat() {
+                    error = format!("{error} (the port is the likely cause: {caveat})");
+                }
+                self.set_status(self.state(), Some(error));
             }
         }
         result
@@ -377,7 +385,7 @@ pub fn target_proto(target: &Target) -> proto::Target {
     proto::Target {
         host: match &target.host {
             TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) => id.clone(),
+            TargetHost::Vm(id) | TargetHost::Name(id) => id.clone(),
         },
         port: u32::from(target.port),
     }

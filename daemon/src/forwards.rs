@@ -229,7 +229,9 @@ impl Forwards {
         let requested = requested.trim();
         if settings.bastions.is_empty() {
             return Err(ForwardError::FailedPrecondition(
-                "no bastions are configured; add one under [bastions] in config.toml and run `bastionctl reload`".into(),
+                "no bastions are configured; add one with `bastionctl bastion add NAME RESOURCE_ID` \
+                 (or under [bastions] in config.toml; `bastionctl bastion discover` lists those you can use)"
+                .into(),
             ));
         }
         if requested.is_empty() {
@@ -307,6 +309,7 @@ fn default_name(target: &Target) -> String {
         TargetHost::Ip(IpAddr::V6(ip)) => ip.to_string().replace(':', "-"),
         TargetHost::Ip(ip) => ip.to_string(),
         TargetHost::Vm(id) => id.rsplit('/').next().unwrap_or("vm").to_string(),
+        TargetHost::Name(name) => name.clone(),
     };
     format!("{host}-{}", target.port)
 }

@@ -8,6 +8,8 @@
 //!   connections, state and counters; [`store`]: the state file;
 //!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
 //!   service share.
+//! - [`names`]: VM-name targets made resource ids, through [`vm_lookup`]
+//!   (ARM VM listings, cached) and [`arm_list`] (paged ARM collections).
 //! - [`connect`]: the `Connect` stream; [`connection`]: one client through a
 //!   tunnel, replaced while it has carried nothing; [`pump`]: bytes between a
 //!   client and a tunnel; [`keepalive`]: pings and the stall verdict.
@@ -26,13 +28,18 @@
 //! `bastion_proto`, which `bastionctl` shares without this crate's stack.
 
 pub mod arm;
+pub mod arm_list;
 pub mod auth;
 pub mod bastion_host;
+pub mod claims;
 pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod control;
 pub mod daemon;
+pub mod discover;
+pub mod doctor;
+pub mod doctor_hints;
 pub mod error;
 pub mod error_body;
 pub mod events;
@@ -43,6 +50,7 @@ pub mod http;
 pub mod instance;
 pub mod keepalive;
 pub mod lock;
+pub mod names;
 pub mod notify;
 pub mod paths;
 pub mod proxy;
@@ -55,4 +63,5 @@ pub mod shared;
 pub mod status;
 pub mod store;
 pub mod tunnel;
+pub mod vm_lookup;
 pub mod websocket;

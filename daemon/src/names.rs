@@ -1,0 +1,51 @@
+//! VM-name targets (`myvm:22`) made resource-id targets before anything
+//! else sees them: looked up in the bastion's subscription (or in the
+//! resource group the caller names) through the cached [`VmNames`].
+
+use bastion_proto::target::{Target, TargetHost};
+
+use crate::config::parse_bastion_resource_id;
+use crate::error::TunnelError;
+use crate::shared::Shared;
+use crate::vm_lookup::VmLookupError;
+
+/// `target` as a tunnel can use it: a VM name becomes that VM's resource id;
+/// IP and resource-id targets are returned as they are.
+pub async fn resolve(
+    shared: &Shared,
+    bastion: &str,
+    target: Target,
+    resource_group: &str,
+) -> Result<Target, VmLookupError> {
+    let TargetHost::Name(name) = &target.host else {
+        return Ok(target);
+    };
+    let connector = shared.connector();
+    let entry = connector.bastions.get(bastion).ok_or_else(|| {
+        TunnelError::NotConfigured(format!("bastion {bastion:?} is not configured"))
+    })?;
+    let (subscription, _, _) = parse_bastion_resource_id(entry.resource_id()).ok_or_else(|| {
+        TunnelError::Precondition(format!(
+            "bastion {bastion}'s resource id {:?} names no subscription",
+            entry.resource_id()
+        ))
+    })?;
+    let resource_group = Some(resource_group.trim()).filter(|rg| !rg.is_empty());
+    let token = connector.auth.token().await.map_err(TunnelError::from)?;
+    let id = shared
+        .vm_names
+        .resolve(
+            &connector.http,
+            &connector.settings.cloud.resource_manager,
+            &token,
+            subscription,
+            resource_group,
+            name,
+        )
+        .await?;
+    tracing::debug!(%name, %id, "VM name resolved");
+    Ok(Target {
+        host: TargetHost::Vm(id),
+        port: target.port,
+    })
+}
