@@ -178,13 +178,15 @@ async fn steps(
         _ => target,
     };
 
-    let tokens = report
+    // The session counts against `max_sessions` like any other until deleted.
+    let (_slot, tokens) = report
         .step(
             "session",
             async {
+                let slot = entry.session_slot(Instant::now() + STEP_TIMEOUT).await?;
                 let tokens = session::create(http, &host, &target, &token).await?;
                 let detail = format!("session on node {}", tokens.node_id);
-                Ok::<_, TunnelError>((tokens, detail))
+                Ok::<_, TunnelError>(((slot, tokens), detail))
             },
             |e| hint("session", e, kind),
         )

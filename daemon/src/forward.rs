@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::connection::{self, ConnectionError, Route};
+use crate::error::TunnelError;
 use crate::lock::lock;
 use crate::pump::{PumpError, Traffic};
 use crate::shared::Shared;
@@ -321,13 +322,10 @@ impl Forward {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                let mut error = e.to_string();
-                if let Some(caveat) = self.spec.target.ip_port_caveat() {
-                    error = format!("{error} (the port is the likely cause: {caveat})");
-                }
-                self.set_status(self.state(), Some(error));
+                let e = ConnectionError::from(e);
+                self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
                 close_gracefully(socket).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         tracing::debug!("tunnel open");
@@ -355,14 +353,23 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                let mut error = e.to_string();
-                if let Some(caveat) = self.spec.target.ip_port_caveat() {
-                    error = format!("{error} (the port is the likely cause: {caveat})");
-                }
-                self.set_status(self.state(), Some(error));
+                self.set_status(self.state(), Some(last_error(&self.spec.target, e)));
             }
         }
         result
+    }
+}
+
+/// A forward's `last_error` for `error`: a Bastion refusal of an IP target
+/// on a port Azure does not document for IP-based connection names the port.
+fn last_error(target: &Target, error: &ConnectionError) -> String {
+    let refused = matches!(
+        error,
+        ConnectionError::Open(TunnelError::Rejected { .. } | TunnelError::WebSocket(_))
+    );
+    match target.ip_port_caveat().filter(|_| refused) {
+        Some(caveat) => format!("{error} (the port is the likely cause: {caveat})"),
+        None => error.to_string(),
     }
 }
 

@@ -31,18 +31,27 @@ pub async fn resolve(
         ))
     })?;
     let resource_group = Some(resource_group.trim()).filter(|rg| !rg.is_empty());
-    let token = connector.auth.token().await.map_err(TunnelError::from)?;
-    let id = shared
-        .vm_names
-        .resolve(
+    let lookup = |token| {
+        shared.vm_names.resolve(
             &connector.http,
             &connector.settings.cloud.resource_manager,
-            &token,
+            token,
             subscription,
             resource_group,
             name,
         )
-        .await?;
+    };
+    let token = connector.auth.token().await.map_err(TunnelError::from)?;
+    let id = match lookup(&token).await {
+        // A token revoked or from a clock that jumped: one fresh token, as for bastions.
+        Err(VmLookupError::Arm(TunnelError::Rejected { status: 401, .. })) => {
+            tracing::info!("ARM refused the token for a VM lookup; retrying once with a fresh one");
+            connector.auth.invalidate();
+            let token = connector.auth.token().await.map_err(TunnelError::from)?;
+            lookup(&token).await?
+        }
+        other => other?,
+    };
     tracing::debug!(%name, %id, "VM name resolved");
     Ok(Target {
         host: TargetHost::Vm(id),

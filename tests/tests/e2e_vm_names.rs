@@ -103,3 +103,26 @@ async fn connect_by_name_is_served_from_the_cache() -> Result {
     assert_eq!(after_second.arm_calls, after_first.arm_calls, "an ARM call");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_arm_401_gets_one_fresh_token_for_the_vm_lookup() -> Result {
+    let env = TestEnv::start().await?;
+    let _daemon = Daemon::start(&env).await?;
+    assert_eq!(connect(&env, &["web01:7"], b"one\n").await?, b"one\n");
+    let before = env.emulator.ledger();
+    // Another scope (a resource group) is not cached: ARM is asked, refuses
+    // the token once (revoked, or from a clock that jumped), and answers the
+    // fresh one.
+    env.emulator.faults().fail_arm_auth(1);
+    let echoed = connect(&env, &["vm1:7", "--resource-group", "rg-vms"], b"two\n").await?;
+    assert_eq!(echoed, b"two\n");
+    let ledger = env.emulator.ledger();
+    assert_eq!(ledger.rejected("injected_arm_401"), 1, "{ledger:?}");
+    assert_eq!(ledger.arm_vm_lists, before.arm_vm_lists + 1, "{ledger:?}");
+    assert_eq!(
+        ledger.az_calls,
+        before.az_calls + 1,
+        "one fresh token: {ledger:?}"
+    );
+    Ok(())
+}
