@@ -4,6 +4,8 @@
 //! - [`daemon`]: wiring and shutdown; [`instance`]: the per-user lock and the
 //!   control socket; [`control`]: the gRPC service; [`status`] and [`reload`]:
 //!   what `Status` and `Reload` do; [`notify`]: sd_notify.
+//! - [`doctor`] (with [`doctor_hints`], what to change): `Doctor`, the whole
+//!   path run once with no cache; [`discover`]: `DiscoverBastions`.
 //! - [`forwards`]: the set of forwards; [`forward`]: one listener, its
 //!   connections, state and counters; [`store`]: the state file;
 //!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
@@ -19,6 +21,7 @@
 //!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
 //!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
 //! - Leaves: [`bastion_host`] (what ARM says of a bastion and its checks),
+//!   [`claims`] (who a token names, from its JWT payload),
 //!   [`error`] (why a tunnel could not be opened), [`error_body`] (Azure's
 //!   error answers as text), [`config`] (the settings file), [`http`] (TLS and
 //!   the HTTPS client), [`secret`] (redaction), [`paths`] (XDG locations),

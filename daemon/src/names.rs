@@ -1,6 +1,7 @@
 //! VM-name targets (`myvm:22`) made resource-id targets before anything
 //! else sees them: looked up in the bastion's subscription (or in the
-//! resource group the caller names) through the cached [`VmNames`].
+//! resource group the caller names) through the cached
+//! [`VmNames`](crate::vm_lookup::VmNames).
 
 use bastion_proto::target::{Target, TargetHost};
 
