@@ -5,8 +5,11 @@
 
 use std::process::Stdio;
 
-use bastion_tests::emulator::{DEFAULT_SUBSCRIPTION, source_byte};
+use std::net::IpAddr;
+
+use bastion_tests::emulator::{DEFAULT_SUBSCRIPTION, ECHO_IP, source_byte};
 use bastion_tests::harness::net::{echo_roundtrip, free_port, local, payload};
+use bastion_tests::harness::sshd::{SSHD, Sshd};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
 use tokio::io::AsyncWriteExt as _;
 
@@ -124,5 +127,48 @@ async fn an_arm_401_gets_one_fresh_token_for_the_vm_lookup() -> Result {
         before.az_calls + 1,
         "one fresh token: {ledger:?}"
     );
+    Ok(())
+}
+
+/// `ssh web01` with the block `ssh-config` writes for VM names: ssh's
+/// `%h:%p` is `web01:22`, looked up in the resource group the block names.
+#[tokio::test]
+async fn ssh_reaches_a_vm_by_name_through_the_ssh_config_block() -> Result {
+    let env = TestEnv::start().await?;
+    let Some(sshd) = Sshd::start(&env.root().join("sshd")).await? else {
+        eprintln!("SKIPPED: {SSHD} is not installed (apt-get install openssh-server)");
+        return Ok(());
+    };
+    // Web01 (rg-app) is 10.1.0.4; its port 22 goes to our sshd.
+    env.emulator.map_target(IpAddr::V4(ECHO_IP), 22, sshd.addr);
+    let _daemon = Daemon::start(&env).await?;
+    let block = env
+        .ctl_ok(&[
+            "ssh-config",
+            "--host",
+            "web01",
+            "--resource-group",
+            "rg-app",
+        ])
+        .await?;
+    assert!(block.contains("Host web01\n"), "{block}");
+    let proxy = block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ProxyCommand "))
+        .ok_or_else(|| anyhow::anyhow!("no ProxyCommand in {block}"))?;
+    let option = format!("ProxyCommand={proxy}");
+    let mut ssh = sshd.ssh(&env, &["-o", &option, "web01", "echo hello"]);
+    let output = within("ssh to finish", STEP_TIMEOUT, async {
+        Ok(ssh.output().await?)
+    })
+    .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ssh failed ({}): {}\n--- sshd ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        sshd.logs()
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello\n");
     Ok(())
 }
