@@ -150,3 +150,33 @@ async fn status_says_who_the_daemon_is_signed_in_as() -> Result {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn doctor_reports_a_target_that_closes_and_still_deletes() -> Result {
+    let env = TestEnv::start().await?;
+    let _daemon = Daemon::start(&env).await?;
+    // 10.1.0.9 is known to the VNet but nothing listens: the tunnel closes at once.
+    let out = env.ctl(&["doctor", "10.1.0.9:22", "--json"]).await?;
+    assert!(!out.success, "{out:?}");
+    let report: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(
+        step_names(&report),
+        [
+            "token",
+            "bastion",
+            "session",
+            "websocket",
+            "first bytes",
+            "delete"
+        ]
+    );
+    assert_eq!(report["steps"][4]["ok"], false, "{report}");
+    let first = report["steps"][4]["detail"].as_str().unwrap_or_default();
+    assert!(
+        first.contains("nothing accepts connections on port 22"),
+        "{first}"
+    );
+    assert_eq!(report["steps"][5]["ok"], true, "{report}");
+    assert_eq!(env.emulator.ledger().live_sessions, 0);
+    Ok(())
+}
