@@ -12,6 +12,7 @@ use crate::output;
 
 const EXAMPLES: &str = "Examples:
   bastionctl forward add 10.1.0.4:22 2222 --name dev-ssh   # then: ssh -p 2222 me@127.0.0.1
+  bastionctl forward add myvm:22 2223                       # a VM by name (looked up through ARM)
   bastionctl forward list
   bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
   bastionctl service install                                  # run bastiond under systemd --user";
@@ -66,6 +67,66 @@ pub enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Check the whole path to TARGET once (token, bastion, VM, session,
+    /// WebSocket, first bytes, delete); exit 0 only if every step passes.
+    Doctor(DoctorArgs),
+    /// The bastions in the settings file.
+    Bastion {
+        #[command(subcommand)]
+        command: BastionCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// What to check: `10.1.0.4:22`, `<VM resource id>:22` or `<VM name>:22`.
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+    /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
+    /// Print {"ok", "steps": [{"name", "ok", "ms", "detail"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BastionCommand {
+    /// The Bastion hosts the daemon's credential can see, and what each can serve.
+    Discover {
+        /// Print a JSON array (stable field names).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add `[bastions.NAME]` to the settings file and reload the daemon.
+    Add {
+        /// The name forwards use (`--bastion NAME`).
+        name: String,
+        /// `/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/bastionHosts/<name>`.
+        resource_id: String,
+        /// Settings file [default: the running daemon's, else $XDG_CONFIG_HOME/bastiond/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// List the bastions of the settings file.
+    List {
+        /// Print a JSON array of {name, resource_id, default}.
+        #[arg(long)]
+        json: bool,
+        /// Settings file [default: the running daemon's, else $XDG_CONFIG_HOME/bastiond/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Remove a bastion no forward uses from the settings file and reload the daemon.
+    Remove {
+        name: String,
+        /// Settings file [default: the running daemon's, else $XDG_CONFIG_HOME/bastiond/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +154,7 @@ pub enum ForwardCommand {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// Where to go: `10.1.0.4:22`, `[fd00::4]:22`, or `<VM resource id>:22`.
+    /// Where to go: `10.1.0.4:22`, `[fd00::4]:22`, `<VM resource id>:22` or `<VM name>:22`.
     #[arg(value_parser = parse_target)]
     pub target: Target,
     /// Local port to listen on (1-65535).
@@ -115,16 +176,22 @@ pub struct AddArgs {
     /// Print the new forward as a JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Where to go: `10.1.0.4:22` (ssh passes `%h:%p`).
+    /// Where to go: `10.1.0.4:22` or `myvm:22` (ssh passes `%h:%p`).
     #[arg(value_parser = parse_target)]
     pub target: Target,
     /// Bastion to go through (a key of [bastions] in config.toml).
     #[arg(long)]
     pub bastion: Option<String>,
+    /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +207,10 @@ pub struct SshConfigArgs {
     /// Bastion to go through (a key of [bastions] in config.toml).
     #[arg(long)]
     pub bastion: Option<String>,
+    /// Resource group in which ssh host names are looked up as VM names
+    /// (`--host 'web db'` then `ssh web` reaches the VM named web).
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

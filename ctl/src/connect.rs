@@ -37,6 +37,7 @@ pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<(
     let open = ConnectOpen {
         target: Some(args.target.into()),
         bastion: args.bastion.unwrap_or_default(),
+        resource_group: args.resource_group.unwrap_or_default(),
     };
     up_tx
         .send(request(Up::Open(open)))

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use bastion_proto::target::Target;
 use bastion_proto::v1::{AddForwardRequest, Forward, ListForwardsRequest, RemoveForwardRequest};
 
 use crate::cli::AddArgs;
@@ -12,6 +13,9 @@ use crate::output::{out, outln};
 
 pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
     let mut client = daemon::connect_checked(socket).await?;
+    let caveat = Target::from_parts(&args.target.host, u32::from(args.target.port))
+        .ok()
+        .and_then(|t| t.ip_port_caveat());
     let request = AddForwardRequest {
         target: Some(args.target.into()),
         local_port: u32::from(args.local_port),
@@ -19,6 +23,7 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         bastion: args.bastion.unwrap_or_default(),
         name: args.name.unwrap_or_default(),
         allow_other_users: args.allow_other_users,
+        resource_group: args.resource_group.unwrap_or_default(),
     };
     let forward = client
         .add_forward(request)
@@ -27,6 +32,9 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         .into_inner()
         .forward
         .context("the daemon's answer carries no forward")?;
+    if let Some(caveat) = caveat {
+        eprintln!("bastionctl: warning: {caveat}");
+    }
     if args.json {
         print_json(&ForwardJson::from(&forward))?;
     } else {

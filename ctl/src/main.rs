@@ -11,17 +11,24 @@
 //! - `ssh_config` : `ssh-config`, a ready `Host` block for ~/.ssh/config
 //! - `service`    : `service install|uninstall|status` (systemd user unit)
 //! - `docs`       : `completions` and `man`
+//! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
+//! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
+//! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and a
 //! non-zero exit status; the daemon never learns about our exit code.
 
+mod bastion;
 mod cli;
 mod connect;
 mod daemon;
+mod discover;
 mod docs;
+mod doctor;
 mod forward;
 mod output;
 mod service;
+mod settings_file;
 mod ssh_config;
 mod status;
 mod watch;
@@ -31,7 +38,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ForwardCommand};
+use crate::cli::{BastionCommand, Cli, Command, ForwardCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -74,6 +81,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
         Command::Service { command } => service::run(command),
+        Command::Doctor(args) => doctor::run(socket, args).await,
+        Command::Bastion { command } => match command {
+            BastionCommand::Discover { json } => discover::run(socket, json).await,
+            BastionCommand::Add {
+                name,
+                resource_id,
+                config,
+            } => bastion::add(socket, config, &name, &resource_id).await,
+            BastionCommand::List { json, config } => bastion::list(socket, config, json).await,
+            BastionCommand::Remove { name, config } => bastion::remove(socket, config, &name).await,
+        },
     }
 }
 

@@ -28,6 +28,9 @@ fn host_block(exe: &Path, socket: Option<&Path>, args: &SshConfigArgs) -> String
     if let Some(bastion) = &args.bastion {
         command.push_str(&format!(" --bastion {}", quote(bastion)));
     }
+    if let Some(rg) = &args.resource_group {
+        command.push_str(&format!(" --resource-group {}", quote(rg)));
+    }
     command.push_str(" %h:%p");
     format!(
         "# Reach private hosts through Azure Bastion via bastiond (`bastionctl ssh-config`).\n\
@@ -60,7 +63,23 @@ mod tests {
         SshConfigArgs {
             host: "10.1.*".into(),
             bastion: bastion.map(str::to_owned),
+            resource_group: None,
         }
+    }
+
+    #[test]
+    fn vm_name_blocks_pass_the_resource_group() {
+        let args = SshConfigArgs {
+            host: "web db".into(),
+            bastion: None,
+            resource_group: Some("rg-app".into()),
+        };
+        let block = host_block(Path::new("/bin/bastionctl"), None, &args);
+        assert!(block.contains("Host web db\n"), "{block}");
+        assert!(
+            block.contains("ProxyCommand /bin/bastionctl connect --resource-group rg-app %h:%p"),
+            "{block}"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "credential": status.credential,
         "token_expires_at_ms": status.token_expires_at_ms,
         "auth_error": output::non_empty(&status.auth_error),
+        "signed_in": signed_in_json(status),
         "bastions": bastions,
         "forwards": status.forwards,
         "forwards_in_error": status.forwards_in_error,
@@ -78,6 +79,39 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "config_file": status.config_file,
         "state_file": status.state_file,
         "socket": socket,
+    })
+}
+
+/// Who the token names, `null` when the daemon has none or cannot tell.
+fn signed_in_json(status: &StatusResponse) -> Value {
+    if status.signed_in_tenant.is_empty()
+        && status.signed_in_account.is_empty()
+        && status.signed_in_app_id.is_empty()
+    {
+        return Value::Null;
+    }
+    json!({
+        "tenant": output::non_empty(&status.signed_in_tenant),
+        "account": output::non_empty(&status.signed_in_account),
+        "app_id": output::non_empty(&status.signed_in_app_id),
+        "token_expires_at_ms": status.token_expires_at_ms,
+    })
+}
+
+/// "account me@example.com (tenant t)", "app 04b0… (tenant t)".
+fn signed_in_text(status: &StatusResponse) -> Option<String> {
+    let who = if !status.signed_in_account.is_empty() {
+        format!("account {}", status.signed_in_account)
+    } else if !status.signed_in_app_id.is_empty() {
+        format!("app {}", status.signed_in_app_id)
+    } else if !status.signed_in_tenant.is_empty() {
+        "an unnamed identity".to_owned()
+    } else {
+        return None;
+    };
+    Some(match output::non_empty(&status.signed_in_tenant) {
+        Some(tenant) => format!("{who} (tenant {tenant})"),
+        None => who,
     })
 }
 
@@ -113,6 +147,9 @@ fn render_status(status: &StatusResponse, socket: &std::path::Path, now_ms: i64)
             token_text(status.token_expires_at_ms, now_ms)
         ),
     );
+    if let Some(who) = signed_in_text(status) {
+        field("signed in:", who);
+    }
     if let Some(error) = output::non_empty(&status.auth_error) {
         field("auth error:", output::one_line(&error));
     }
@@ -132,7 +169,10 @@ fn render_status(status: &StatusResponse, socket: &std::path::Path, now_ms: i64)
     field("socket:", socket.display().to_string());
     out.push('\n');
     if status.bastions.is_empty() {
-        out.push_str("No bastions configured: add [bastions.NAME] to the config file.\n");
+        out.push_str(
+            "No bastions configured: add one with `bastionctl bastion add NAME RESOURCE_ID` \
+             (`bastionctl bastion discover` lists those you can use).\n",
+        );
     } else {
         out.push_str(&bastion_table(&status.bastions));
     }
@@ -214,6 +254,9 @@ mod tests {
             state_file: "/s/state.json".into(),
             live_sessions: 3,
             setup_retries: 5,
+            signed_in_tenant: "t1".into(),
+            signed_in_account: "me@example.com".into(),
+            ..Default::default()
         }
     }
 
@@ -230,6 +273,10 @@ mod tests {
     #[test]
     fn human_status() {
         let text = render_status(&status(), Path::new("/run/b.sock"), 1_000_000);
+        assert!(
+            text.contains("signed in:   account me@example.com (tenant t1)\n"),
+            "{text}"
+        );
         assert!(
             text.starts_with("bastiond 0.1.0 (pid 42), up 2h 5m\n"),
             "{text}"

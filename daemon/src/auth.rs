@@ -233,6 +233,13 @@ impl TokenCache {
         self.lock().token = None;
     }
 
+    /// Who the cached token names (its claims, when it is a JWT); `None`
+    /// before the first token or for an opaque one.
+    pub fn identity(&self) -> Option<crate::claims::Identity> {
+        let state = self.lock();
+        crate::claims::identity(&state.token.as_ref()?.token)
+    }
+
     pub fn status(&self) -> AuthStatus {
         let state = self.lock();
         AuthStatus {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bastion_proto::target::Target;
+use bastion_proto::target::{Target, TargetHost};
 use bastion_proto::v1::control_server::Control;
 use bastion_proto::v1::{self as proto, connect_request, event::Kind};
 use futures_util::{Stream, StreamExt};
@@ -13,6 +13,7 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::forward::target_proto;
 use crate::forwards::Forwards;
 use crate::shared::Shared;
 
@@ -64,7 +65,20 @@ impl Control for ControlService {
         &self,
         request: Request<proto::AddForwardRequest>,
     ) -> Result<Response<proto::AddForwardResponse>, Status> {
-        let forward = self.forwards.add(request.into_inner()).await?;
+        let mut request = request.into_inner();
+        if let Some(target) = &request.target {
+            let parsed = Target::from_parts(&target.host, target.port)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            if matches!(parsed.host, TargetHost::Name(_)) {
+                let bastion = self.forwards.bastion_for(&request.bastion)?;
+                let resolved =
+                    crate::names::resolve(&self.shared, &bastion, parsed, &request.resource_group)
+                        .await?;
+                request.target = Some(target_proto(&resolved));
+                request.bastion = bastion;
+            }
+        }
+        let forward = self.forwards.add(request).await?;
         tracing::info!(forward = %forward.name, "added forward");
         Ok(Response::new(proto::AddForwardResponse {
             forward: Some(forward),
@@ -151,7 +165,46 @@ impl Control for ControlService {
         let target = Target::from_parts(&target.host, target.port)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let bastion = self.forwards.bastion_for(&open.bastion)?;
+        let target =
+            crate::names::resolve(&self.shared, &bastion, target, &open.resource_group).await?;
         let stream = crate::connect::start(&self.shared, bastion, target, inbound);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn doctor(
+        &self,
+        request: Request<proto::DoctorRequest>,
+    ) -> Result<Response<proto::DoctorResponse>, Status> {
+        let request = request.into_inner();
+        let target = request
+            .target
+            .ok_or_else(|| Status::invalid_argument("doctor needs a target"))?;
+        let target = Target::from_parts(&target.host, target.port)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let bastion = self.forwards.bastion_for(&request.bastion)?;
+        // On the daemon's tasks: a caller that goes away does not cut the
+        // run between the session's creation and its DELETE.
+        let run = crate::doctor::run(
+            self.shared.connector(),
+            bastion,
+            target,
+            request.resource_group,
+        );
+        let report = self
+            .shared
+            .tasks
+            .spawn(run)
+            .await
+            .map_err(|e| Status::internal(format!("doctor failed: {e}")))?;
+        Ok(Response::new(report))
+    }
+
+    async fn discover_bastions(
+        &self,
+        _request: Request<proto::DiscoverBastionsRequest>,
+    ) -> Result<Response<proto::DiscoverBastionsResponse>, Status> {
+        let connector = self.shared.connector();
+        let response = crate::discover::discover(&connector).await?;
+        Ok(Response::new(response))
     }
 }

@@ -56,6 +56,12 @@ pub async fn run(
         credential = settings.auth.credential.as_str(),
         "settings loaded"
     );
+    if settings.bastions.is_empty() {
+        tracing::warn!(
+            "no bastion is configured yet; add one with `bastionctl bastion add NAME RESOURCE_ID` \
+             (`bastionctl bastion discover` lists those you can use)"
+        );
+    }
     let connector = Connector::new(settings, Arc::new(Sessions::default()), None)?;
     let shared = Arc::new(Shared::new(connector, Events::default()));
     let forwards = Arc::new(Forwards::new(

@@ -5,19 +5,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bastion_proto::v1::{self as proto, ForwardState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::client_socket::{close_gracefully, tune_socket};
 use crate::connection::{self, ConnectionError, Route};
+use crate::error::TunnelError;
 use crate::error_body::printable;
 use crate::lock::lock;
 use crate::peer_owner::OwnerGate;
@@ -32,13 +32,6 @@ pub const BIND_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after accept() fails for lack of resources (EMFILE, ENOBUFS…), so
 /// the loop does not spin while the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
-/// Kernel keepalive on accepted sockets: notice vanished local clients
-/// (suspended laptops, killed containers) within a few minutes.
-const TCP_KEEPALIVE_IDLE_SECS: u32 = 60;
-const TCP_KEEPALIVE_INTERVAL_SECS: u32 = 15;
-const TCP_KEEPALIVE_PROBES: u32 = 4;
-/// After refusing a connection, how long its client gets to close its side.
-const GRACEFUL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long removing a forward waits for its listener to be closed, so the
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -341,9 +334,10 @@ impl Forward {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                self.set_status(self.state(), Some(printable(&e.to_string())));
+                let e = ConnectionError::from(e);
+                self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
                 close_gracefully(socket).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         tracing::debug!("tunnel open");
@@ -371,25 +365,24 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                self.set_status(self.state(), Some(printable(&e.to_string())));
+                self.set_status(self.state(), Some(last_error(&self.spec.target, e)));
             }
         }
         result
     }
 }
 
-/// Ends a client connection with a FIN rather than a reset: closing a socket
-/// with unread data (ssh sends its banner at once) resets it, and clients
-/// report "closed by remote host" more helpfully than "reset by peer".
-async fn close_gracefully(socket: &mut TcpStream) {
-    if socket.shutdown().await.is_err() {
-        return;
+/// A forward's `last_error` for `error`: a Bastion refusal of an IP target
+/// on a port Azure does not document for IP-based connection names the port.
+fn last_error(target: &Target, error: &ConnectionError) -> String {
+    let refused = matches!(
+        error,
+        ConnectionError::Open(TunnelError::Rejected { .. } | TunnelError::WebSocket(_))
+    );
+    match target.ip_port_caveat().filter(|_| refused) {
+        Some(caveat) => printable(&format!("{error} (the port is the likely cause: {caveat})")),
+        None => printable(&error.to_string()),
     }
-    let drain = async {
-        let mut discard = [0u8; 1024];
-        while matches!(socket.read(&mut discard).await, Ok(n) if n > 0) {}
-    };
-    let _ = tokio::time::timeout(GRACEFUL_CLOSE_TIMEOUT, drain).await;
 }
 
 /// The proto form of a target.
@@ -397,7 +390,7 @@ pub fn target_proto(target: &Target) -> proto::Target {
     proto::Target {
         host: match &target.host {
             TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) => id.clone(),
+            TargetHost::Vm(id) | TargetHost::Name(id) => id.clone(),
         },
         port: u32::from(target.port),
     }
@@ -423,14 +416,4 @@ fn is_resource_error(e: &io::Error) -> bool {
         e.raw_os_error().map(Errno::from_raw),
         Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
     )
-}
-
-fn tune_socket(socket: &TcpStream) -> nix::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    socket.set_nodelay(true).map_err(|_| nix::Error::EINVAL)?;
-    let fd = socket.as_fd();
-    setsockopt(&fd, sockopt::KeepAlive, &true)?;
-    setsockopt(&fd, sockopt::TcpKeepIdle, &TCP_KEEPALIVE_IDLE_SECS)?;
-    setsockopt(&fd, sockopt::TcpKeepInterval, &TCP_KEEPALIVE_INTERVAL_SECS)?;
-    setsockopt(&fd, sockopt::TcpKeepCount, &TCP_KEEPALIVE_PROBES)
 }

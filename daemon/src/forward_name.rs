@@ -36,6 +36,7 @@ pub fn default_name(target: &Target) -> String {
         TargetHost::Ip(IpAddr::V6(ip)) => ip.to_string().replace(':', "-"),
         TargetHost::Ip(ip) => ip.to_string(),
         TargetHost::Vm(id) => id.rsplit('/').next().unwrap_or("vm").to_string(),
+        TargetHost::Name(name) => name.clone(),
     };
     format!("{host}-{}", target.port)
 }

@@ -337,7 +337,9 @@ impl Forwards {
         let requested = requested.trim();
         if settings.bastions.is_empty() {
             return Err(ForwardError::FailedPrecondition(
-                "no bastions are configured; add one under [bastions] in config.toml and run `bastionctl reload`".into(),
+                "no bastions are configured; add one with `bastionctl bastion add NAME RESOURCE_ID` \
+                 (or under [bastions] in config.toml; `bastionctl bastion discover` lists those you can use)"
+                .into(),
             ));
         }
         if requested.is_empty() {

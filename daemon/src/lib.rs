@@ -4,13 +4,17 @@
 //! - [`daemon`]: wiring and shutdown; [`instance`]: the per-user lock and the
 //!   control socket; [`control`]: the gRPC service; [`status`] and [`reload`]:
 //!   what `Status` and `Reload` do; [`notify`]: sd_notify.
+//! - [`doctor`] (with [`doctor_hints`], what to change): `Doctor`, the whole
+//!   path run once with no cache; [`discover`]: `DiscoverBastions`.
 //! - [`forwards`]: the set of forwards; [`forward`]: one listener, its
-//!   connections, state and counters; [`forward_name`]: names and ids;
+//!   connections, state and counters ([`client_socket`]: the local side); [`forward_name`]: names and ids;
 //!   [`unrestored`]: saved forwards that
 //!   could not be started, kept; [`peer_owner`]: whose socket a
 //!   connection is (owner-only forwards); [`store`]: the state file;
 //!   [`events`]: the `Watch` feed; [`shared`]: what forwards and the control
 //!   service share.
+//! - [`names`]: VM-name targets made resource ids, through [`vm_lookup`]
+//!   (ARM VM listings, cached) and [`arm_list`] (paged ARM collections).
 //! - [`connect`]: the `Connect` stream; [`connection`]: one client through a
 //!   tunnel, replaced while it has carried nothing; [`pump`]: bytes between a
 //!   client and a tunnel; [`keepalive`]: pings and the stall verdict.
@@ -20,6 +24,7 @@
 //!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
 //!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
 //! - Leaves: [`bastion_host`] (what ARM says of a bastion and its checks),
+//!   [`claims`] (who a token names, from its JWT payload),
 //!   [`error`] (why a tunnel could not be opened), [`error_body`] (Azure's
 //!   error answers as text), [`config`] (the settings file), [`http`] (TLS and
 //!   the HTTPS client), [`secret`] (redaction), [`paths`] (XDG locations),
@@ -29,14 +34,20 @@
 //! `bastion_proto`, which `bastionctl` shares without this crate's stack.
 
 pub mod arm;
+pub mod arm_list;
 pub mod auth;
 pub mod bastion_host;
+pub mod claims;
+pub mod client_socket;
 pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod control;
 pub mod daemon;
 pub mod dev_tools;
+pub mod discover;
+pub mod doctor;
+pub mod doctor_hints;
 pub mod error;
 pub mod error_body;
 pub mod events;
@@ -48,6 +59,7 @@ pub mod http;
 pub mod instance;
 pub mod keepalive;
 pub mod lock;
+pub mod names;
 pub mod notify;
 pub mod paths;
 pub mod peer_owner;
@@ -62,4 +74,5 @@ pub mod status;
 pub mod store;
 pub mod tunnel;
 pub mod unrestored;
+pub mod vm_lookup;
 pub mod websocket;

@@ -47,8 +47,9 @@ pub struct SessionTokens {
     pub websocket_token: Secret,
 }
 
-/// Asks the Bastion for a session to `target` (see [`Sessions::create`]).
-async fn create(
+/// Asks the Bastion for a session to `target` (see [`Sessions::create`];
+/// `doctor` calls it directly and deletes the session itself).
+pub async fn create(
     http: &reqwest::Client,
     host: &BastionHost,
     target: &Target,
@@ -62,10 +63,16 @@ async fn create(
             host.subscription, host.resource_group
         ),
         TargetHost::Vm(id) => id.clone(),
+        // `names::resolve` turns names into ids before any tunnel is opened.
+        TargetHost::Name(name) => {
+            return Err(TunnelError::Precondition(format!(
+                "VM name {name:?} was not resolved to a resource id"
+            )));
+        }
     };
     let hostname = match &target.host {
         TargetHost::Ip(ip) => Some(ip.to_string()),
-        TargetHost::Vm(_) => None,
+        TargetHost::Vm(_) | TargetHost::Name(_) => None,
     };
     let mut form: Vec<(&str, &str)> = vec![
         ("resourceId", &resource_id),

@@ -12,6 +12,7 @@ use crate::events::Events;
 use crate::lock::{lock, read, write};
 use crate::session::Sessions;
 use crate::tunnel::Connector;
+use crate::vm_lookup::VmNames;
 
 pub struct Shared {
     connector: RwLock<Arc<Connector>>,
@@ -25,6 +26,8 @@ pub struct Shared {
     pub streams_active: AtomicU64,
     /// Tunnels set up again after a transient failure, daemon-wide.
     pub setup_retries: AtomicU64,
+    /// VM names → resource ids, cached across reloads (VMs do not move with settings).
+    pub vm_names: VmNames,
     next_connection_id: AtomicU64,
     /// Problems found at start-up (an unreadable state file…) that stay in
     /// the status line, since no watcher was there to see their event.
@@ -45,6 +48,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             streams_active: AtomicU64::new(0),
             setup_retries: AtomicU64::new(0),
+            vm_names: VmNames::default(),
             next_connection_id: AtomicU64::new(1),
             alerts: Mutex::default(),
             started: Instant::now(),

@@ -42,6 +42,7 @@ pub fn summary(shared: &Shared, forwards: &Forwards) -> String {
 pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto::StatusResponse {
     let connector = shared.connector();
     let auth = connector.auth.status();
+    let identity = connector.auth.identity().unwrap_or_default();
     let list = forwards.list();
     let bastions = connector
         .bastions
@@ -85,5 +86,8 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
         state_file: forwards.store().path().display().to_string(),
         live_sessions: shared.sessions.live(),
         setup_retries: shared.setup_retries.load(Ordering::Relaxed),
+        signed_in_tenant: identity.tenant,
+        signed_in_account: identity.account,
+        signed_in_app_id: identity.app_id,
     }
 }

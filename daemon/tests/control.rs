@@ -116,7 +116,7 @@ async fn forwards_are_added_listed_persisted_and_removed() {
     );
     let mut bad = add(free_port(), "");
     bad.target = Some(Target {
-        host: "myvm".into(),
+        host: "my vm".into(),
         port: 22,
     });
     assert_eq!(

@@ -1,6 +1,7 @@
-//! Targets behind a Bastion: an IP address in the VNet, or a VM by its ARM
-//! resource id, plus a port. Parsed from what users type ("10.1.0.4:22",
-//! "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22").
+//! Targets behind a Bastion: an IP address in the VNet, a VM by its ARM
+//! resource id, or a VM by its name, plus a port. Parsed from what users type
+//! ("10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22",
+//! "myvm:22").
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,8 +14,9 @@ pub enum TargetError {
     #[error("target port {0:?} is not a number from 1 to 65535")]
     BadPort(String),
     #[error(
-        "target host {0:?} is neither an IP address nor a VM resource id \
-         (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>)"
+        "target host {0:?} is neither an IP address, a VM resource id \
+         (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>) \
+         nor a VM name (1 to {MAX_VM_NAME_LEN} letters, digits, '-', '_', '.')"
     )]
     BadHost(String),
 }
@@ -26,13 +28,26 @@ pub enum TargetHost {
     Ip(IpAddr),
     /// A VM's ARM resource id, as typed (ARM ids are case-insensitive).
     Vm(String),
+    /// A VM's name, looked up through ARM in the bastion's subscription (case-insensitive).
+    Name(String),
+}
+
+/// Longest Azure VM name (Linux VMs allow 64; Windows fewer, still within it).
+pub const MAX_VM_NAME_LEN: usize = 64;
+
+/// Whether `s` is shaped like an Azure VM name: 1–64 letters, digits, `-`, `_`, `.`.
+pub fn is_vm_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_VM_NAME_LEN
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl fmt::Display for TargetHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetHost::Ip(ip) => ip.fmt(f),
-            TargetHost::Vm(id) => f.write_str(id),
+            TargetHost::Vm(id) | TargetHost::Name(id) => f.write_str(id),
         }
     }
 }
@@ -44,7 +59,23 @@ pub struct Target {
     pub port: u16,
 }
 
+/// The ports Azure documents IP-based connection for (native client): SSH and RDP.
+pub const DOCUMENTED_IP_PORTS: [u16; 2] = [22, 3389];
+
 impl Target {
+    /// For an IP target on a port Azure does not document for IP-based
+    /// connection, the one-line caveat to show; `None` otherwise.
+    pub fn ip_port_caveat(&self) -> Option<String> {
+        if !matches!(self.host, TargetHost::Ip(_)) || DOCUMENTED_IP_PORTS.contains(&self.port) {
+            return None;
+        }
+        Some(format!(
+            "Azure documents IP-based connection for SSH (22) and RDP (3389) only, so port {} may be refused; \
+             if it is, target the VM by name instead (VMNAME:{})",
+            self.port, self.port
+        ))
+    }
+
     /// Parses "HOST:PORT" as users type it.
     pub fn parse(s: &str) -> Result<Target, TargetError> {
         let s = s.trim();
@@ -118,6 +149,11 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     if is_vm_resource_id(s) {
         return Ok(TargetHost::Vm(s.to_string()));
     }
+    // Not an address: a dotted all-digit host is a mistyped IP, not a name.
+    let looks_numeric = s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if is_vm_name(s) && !looks_numeric {
+        return Ok(TargetHost::Name(s.to_string()));
+    }
     Err(TargetError::BadHost(s.to_string()))
 }
 
@@ -184,7 +220,19 @@ mod tests {
             Err(TargetError::BadPort(_))
         ));
         assert!(matches!(
-            parse_target("myvm:22"),
+            parse_target("my vm:22"),
+            Err(TargetError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_target("10.1.0.400:22"),
+            Err(TargetError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_target(&format!("{}:22", "a".repeat(65))),
+            Err(TargetError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_target("vm/1:22"),
             Err(TargetError::BadHost(_))
         ));
         assert!(matches!(
@@ -193,6 +241,31 @@ mod tests {
             ),
             Err(TargetError::BadHost(_))
         ));
+    }
+
+    #[test]
+    fn only_unusual_ip_ports_get_a_caveat() {
+        let caveat = |t: &str| Target::parse(t).unwrap().ip_port_caveat();
+        assert_eq!(caveat("10.1.0.4:22"), None);
+        assert_eq!(caveat("10.1.0.4:3389"), None);
+        assert_eq!(caveat("myvm:5432"), None);
+        let text = caveat("10.1.0.4:5432").unwrap();
+        assert!(text.contains("SSH (22) and RDP (3389) only"), "{text}");
+        assert!(text.contains("VMNAME:5432"), "{text}");
+    }
+
+    #[test]
+    fn parses_vm_names() {
+        let t = Target::parse("My-VM_1.dev:22").unwrap();
+        assert_eq!(t.host, TargetHost::Name("My-VM_1.dev".into()));
+        assert_eq!(t.to_string(), "My-VM_1.dev:22");
+        assert_eq!(Target::parse(&t.to_string()).unwrap(), t);
+        let longest = "a".repeat(MAX_VM_NAME_LEN);
+        assert!(Target::from_parts(&longest, 22).is_ok());
+        assert_eq!(
+            Target::from_parts("myvm", 22).unwrap().host,
+            TargetHost::Name("myvm".into())
+        );
     }
 
     #[test]

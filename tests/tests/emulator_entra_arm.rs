@@ -1,10 +1,11 @@
-//! Entra ID's token endpoint and ARM's bastion lookup.
+//! Entra ID's token endpoint, ARM's bastion lookup and its listings
+//! (subscriptions, VMs by subscription and resource group, one VM, bastions).
 
 mod common;
 
 use std::time::Duration;
 
-use bastion_tests::emulator::{BastionSpec, client::ARM_SCOPE};
+use bastion_tests::emulator::{BastionSpec, DEFAULT_SUBSCRIPTION, client::ARM_SCOPE};
 use common::*;
 use serde_json::Value;
 
@@ -233,4 +234,70 @@ async fn ledger_over_http_and_config_files() {
     assert!(config.contains(&format!("resource_manager = \"https://{}\"", info.endpoint)));
     assert!(config.contains("credential = \"azure-cli\""));
     assert!(info.az_path.is_none(), "no emulator_exe: no fake az");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_listings_and_vm_get() {
+    let env = Env::start().await;
+    let token = env.token().await;
+    let sub = format!("/subscriptions/{DEFAULT_SUBSCRIPTION}");
+    let names = |body: &Value| -> Vec<String> {
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let compute = "providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01";
+    let (status, body) = arm(&env, &format!("{sub}/{compute}"), Some(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&body), ["vm1", "Web01", "twin", "twin", "db01"]);
+    // Paths match case-insensitively, as ARM's do.
+    let (status, body) = arm(
+        &env,
+        &format!("{sub}/RESOURCEGROUPS/rg-data/{compute}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&body), ["twin", "db01"]);
+    assert!(
+        body["value"][0]["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("/resourceGroups/rg-data/providers/Microsoft.Compute/virtualMachines/twin")
+    );
+    let (status, body) = arm(
+        &env,
+        &format!("{sub}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/WEB01?api-version=2024-07-01"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("Web01")));
+    let (status, body) = arm(
+        &env,
+        &format!("{sub}/resourceGroups/rg-nope/{compute}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("ResourceGroupNotFound"))
+    );
+    let (status, _) = arm(&env, &format!("{sub}/{compute}"), None).await;
+    assert_eq!(status, 401);
+
+    let (status, body) = arm(&env, "/subscriptions?api-version=2022-12-01", Some(&token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"][0]["subscriptionId"], DEFAULT_SUBSCRIPTION);
+    let (status, body) = arm(
+        &env,
+        &format!("{sub}/providers/Microsoft.Network/bastionHosts?api-version=2024-01-01"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&body), ["bastion-hub"]);
+    assert_eq!(env.emu.ledger().arm_vm_lists, 3);
 }

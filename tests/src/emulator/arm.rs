@@ -1,5 +1,6 @@
 //! Azure Resource Manager: `GET .../providers/Microsoft.Network/bastionHosts/{name}`,
-//! Bearer-authenticated, path matched case-insensitively as ARM does.
+//! Bearer-authenticated, path matched case-insensitively as ARM does; the
+//! listings (subscriptions, VMs, bastion hosts) are in `arm_list`.
 
 use http::{HeaderMap, StatusCode, Uri, header};
 use serde_json::{Value, json};
@@ -13,7 +14,19 @@ const LOCATION: &str = "westeurope";
 /// Instances per bastion as ARM reports them (Standard default).
 const SCALE_UNITS: u32 = 2;
 
-pub(crate) fn get_bastion(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
+pub(crate) fn get(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
+    if let Some(refused) = authorize(shared, uri, headers) {
+        return refused;
+    }
+    let path = uri.path().trim_end_matches('/');
+    if let Some(resp) = super::arm_list::route(shared, path) {
+        return resp;
+    }
+    get_bastion(shared, path)
+}
+
+/// Counts the call and checks the bearer token and api-version; `Some` is the refusal.
+fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Option<Resp> {
     let ledger = &shared.ledger;
     ledger.update(|l| l.arm_calls += 1);
     let bearer = headers
@@ -22,48 +35,52 @@ pub(crate) fn get_bastion(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(bearer) = bearer else {
         ledger.reject("arm_missing_token");
-        return arm_error(
+        return Some(arm_error(
             StatusCode::UNAUTHORIZED,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
-        );
+        ));
     };
     if shared.faults.take_arm_auth_failure() {
         ledger.reject("injected_arm_401");
-        return arm_error(
+        return Some(arm_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "The access token is invalid.",
-        );
+        ));
     }
     match shared.signer.verify(bearer.trim()) {
         Ok(_) => {}
         Err(TokenError::Expired) => {
             ledger.reject("arm_expired_token");
-            return arm_error(
+            return Some(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "ExpiredAuthenticationToken",
                 "The access token expiry UTC time is earlier than current UTC time.",
-            );
+            ));
         }
         Err(e) => {
             ledger.reject("arm_invalid_token");
-            return arm_error(
+            return Some(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 &format!("The access token is invalid: {e}."),
-            );
+            ));
         }
     }
     if query_param(uri, "api-version").is_none() {
         ledger.reject("arm_missing_api_version");
-        return arm_error(
+        return Some(arm_error(
             StatusCode::BAD_REQUEST,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
-        );
+        ));
     }
-    let path = uri.path().trim_end_matches('/');
+    None
+}
+
+fn get_bastion(shared: &Shared, path: &str) -> Resp {
+    let ledger = &shared.ledger;
     let found = shared
         .faults
         .bastions()
@@ -88,7 +105,7 @@ pub(crate) fn get_bastion(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Re
     }
 }
 
-fn bastion_json(b: &BastionSpec, endpoint: &str) -> Value {
+pub(crate) fn bastion_json(b: &BastionSpec, endpoint: &str) -> Value {
     let id = b.resource_id();
     let rg_id = format!(
         "/subscriptions/{}/resourceGroups/{}",

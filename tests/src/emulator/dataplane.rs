@@ -1,7 +1,7 @@
 //! The Bastion data plane's HTTP side: `POST /api/tokens` (session token exchange,
 //! checked as strictly as the real service) and `DELETE /api/tokens/{authToken}`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, StatusCode};
@@ -11,11 +11,8 @@ use serde_json::json;
 use super::faults::FaultBody;
 use super::http::{Resp, empty, form_field, is_form, message, parse_form, read_body, with_body};
 use super::tokens::TokenError;
-use super::vnet::ECHO_IP;
 use super::{BastionSpec, Shared};
 
-/// VMs the emulator knows by ARM name (lower case) and their private IP.
-const KNOWN_VMS: [(&str, Ipv4Addr); 1] = [("vm1", ECHO_IP)];
 const INVALID_IP: &str = "Invalid IP address for connection.";
 
 /// A refusal: HTTP status, reject reason for the ledger, message for the client.
@@ -199,10 +196,9 @@ fn resolve_target(
         });
     }
     if is(namespace, "Microsoft.Compute") && is(kind, "virtualMachines") {
-        let ip = KNOWN_VMS
-            .iter()
-            .find(|(vm, _)| is(vm, name))
-            .map(|(_, ip)| IpAddr::V4(*ip))
+        let ip = super::vms::find(rg, name)
+            .filter(|_| is(sub, super::DEFAULT_SUBSCRIPTION))
+            .map(|vm| IpAddr::V4(vm.private_ip))
             .ok_or_else(|| {
                 refuse(
                     StatusCode::NOT_FOUND,

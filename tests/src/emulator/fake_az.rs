@@ -15,6 +15,8 @@ use super::tokens::audience_for_scope;
 
 /// The emulator-private endpoint the fake az calls.
 pub(crate) const AZ_TOKEN_PATH: &str = "/_emulator/az-token";
+/// The user the fake `az` is signed in as (the `upn` of its tokens).
+pub const AZ_USER: &str = "dev@contoso.example";
 const NOT_LOGGED_IN: &str = "ERROR: Please run 'az login' to setup account.";
 /// What `az` prints for `--version` (first line is what tools parse).
 const AZ_VERSION: &str = "azure-cli                         2.67.0 (bastion-emulator)";
@@ -85,9 +87,12 @@ pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp 
     let tenant = shared.tenant_id.clone();
     let reply = match check(shared, &req) {
         Ok(aud) => {
-            let minted = shared
-                .signer
-                .mint(aud, "az-cli-user", shared.faults.token_lifetime());
+            let minted = shared.signer.mint_as(
+                aud,
+                "az-cli-user",
+                Some(AZ_USER),
+                shared.faults.token_lifetime(),
+            );
             tracing::info!(aud, "az token issued");
             AzTokenReply {
                 access_token: Some(minted.token),

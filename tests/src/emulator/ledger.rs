@@ -15,6 +15,10 @@ pub struct Ledger {
     pub entra_tokens: u64,
     pub az_calls: u64,
     pub arm_calls: u64,
+    /// ARM VM listings answered, found or not (VM-name lookups); part of
+    /// `arm_calls`, which also counts the ones refused for their token.
+    #[serde(default)]
+    pub arm_vm_lists: u64,
     pub sessions_created: u64,
     pub live_sessions: u64,
     /// The most sessions ever live at once.

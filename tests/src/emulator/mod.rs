@@ -5,10 +5,11 @@
 //! Files: `tls` certificates, `tokens` signing, `entra` token endpoint, `arm` bastion
 //! lookup, `dataplane` token POST/DELETE, `sessions` their state, `tunnel` the
 //! WebSocket upgrade, `relay` the byte pump, `vnet` target services, `ledger`
-//! counters, `faults` switches, `fake_az` the Azure CLI stand-in, `info` files on
+//! counters, `faults` switches, `vms` the VMs ARM lists, `fake_az` the Azure CLI stand-in, `info` files on
 //! disk, `http` response helpers, `server` the listener and router.
 
 mod arm;
+mod arm_list;
 pub mod client;
 mod dataplane;
 mod entra;
@@ -23,6 +24,7 @@ mod sessions;
 mod tls;
 mod tokens;
 mod tunnel;
+mod vms;
 mod vnet;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,12 +37,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use fake_az::az_main;
+pub use fake_az::{AZ_USER, az_main};
 pub use faults::{DropMode, FaultBody, Faults, HandshakeQuirk};
 pub use info::EmulatorInfo;
 pub use ledger::Ledger;
 pub use sessions::WS_TOKEN_TTL;
 pub use tls::client_config;
+pub use vms::{VMS, VmSpec};
 pub use vnet::{ECHO_IP, REFUSING_IP, SINK_IP, SOURCE_IP, Services, source_byte};
 
 /// Fixed tenant id of the emulated directory.

@@ -77,7 +77,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
             entra::token(shared, tenant, req).await
         }
         (&Method::GET, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
-            arm::get_bastion(shared, req.uri(), req.headers())
+            arm::get(shared, req.uri(), req.headers())
         }
         (&Method::POST, ["api", "tokens"]) => dataplane::create_token(shared, req).await,
         (&Method::DELETE, ["api", "tokens", auth_token]) => {

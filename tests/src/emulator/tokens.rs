@@ -26,6 +26,9 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     pub(crate) nbf: u64,
     pub(crate) exp: u64,
+    /// A user's sign-in name (tokens for the Azure CLI's user), absent for apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) upn: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +81,17 @@ impl Signer {
     }
 
     pub(crate) fn mint(&self, aud: &str, subject: &str, lifetime: Duration) -> Minted {
+        self.mint_as(aud, subject, None, lifetime)
+    }
+
+    /// Like `mint`, for a signed-in user `upn` (what the Azure CLI holds).
+    pub(crate) fn mint_as(
+        &self,
+        aud: &str,
+        subject: &str,
+        upn: Option<&str>,
+        lifetime: Duration,
+    ) -> Minted {
         let now = unix_now();
         let claims = Claims {
             aud: aud.to_owned(),
@@ -88,6 +102,7 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now + lifetime.as_secs(),
+            upn: upn.map(str::to_owned),
         };
         let header = B64.encode(br#"{"typ":"JWT","alg":"HS256","kid":"bastion-emulator"}"#);
         // Serialising a struct of strings and integers cannot fail.
