@@ -12,10 +12,22 @@ cd "$(dirname "$0")"
 port="${DEMO_PORT:-2222}"
 connections=20
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no raw escape codes in logs and pipes.
+if [[ -t 1 ]]; then
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
+
+# Refuse a taken port up front, with the way out.
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "127.0.0.1:$port is already in use; pick another with DEMO_PORT=2223 ./demo.sh" >&2
+    exit 1
+fi
 
 step "Building release binaries"
-cargo build --release --locked -p bastiond -p bastionctl -p bastion-tests --bin bastiond --bin bastionctl --bin bastion-emulator
+# The whole workspace, as the README's other commands do: one build serves all.
+cargo build --release --locked --workspace
 bin="$PWD/target/release"
 
 demo="$(mktemp -d /tmp/bastiond-demo.XXXXXX)"
@@ -91,10 +103,13 @@ start_daemon
 push again
 
 echo
+if [[ -n "${DEMO_EXIT:-}" ]]; then
+    echo "Everything works. DEMO_EXIT is set: stopping the demo and removing $demo."
+    exit 0
+fi
 echo "Everything works. The demo environment is still running; from another terminal:"
 echo "  export BASTIOND_SOCKET=$XDG_RUNTIME_DIR/bastiond/bastiond.sock"
 echo "  $bin/bastionctl forward list"
 echo "  $bin/bastionctl forward watch"
-[[ -n "${DEMO_EXIT:-}" ]] && exit 0
 echo "Press Ctrl-C to stop it and remove $demo."
 wait "$daemon_pid"

@@ -28,6 +28,7 @@ mod doctor;
 mod forward;
 mod output;
 mod service;
+mod service_env;
 mod settings_file;
 mod ssh_config;
 mod status;

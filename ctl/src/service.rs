@@ -12,9 +12,12 @@ use anyhow::{Context as _, bail};
 
 use crate::cli::ServiceCommand;
 use crate::output::{out, outln};
+use crate::service_env;
 
-/// The unit shipped in the repository; `@BASTIOND@` becomes ExecStart's path.
+/// The unit shipped in the repository; its ExecStart becomes the real path.
 const UNIT_TEMPLATE: &str = include_str!("../../systemd/bastiond.service");
+/// ExecStart as shipped: where `cargo install` puts the daemon.
+const SHIPPED_EXEC_START: &str = "ExecStart=%h/.cargo/bin/bastiond";
 const UNIT_FILE: &str = "bastiond.service";
 const SERVICE: &str = "bastiond";
 /// Exists only when systemd is the running init (sd_booted(3)).
@@ -34,10 +37,18 @@ fn install(dry_run: bool) -> anyhow::Result<()> {
     let bastiond = locate_bastiond()?;
     let unit_path = unit_path()?;
     let unit = render_unit(&bastiond);
+    let env_path = service_env::path()?;
+    let env = service_env::from_environment(std::env::vars_os());
     let commands: [&[&str]; 2] = [&["daemon-reload"], &["enable", "--now", SERVICE]];
     if dry_run {
         outln!("# {}", unit_path.display())?;
         out!("{unit}")?;
+        outln!("")?;
+        outln!(
+            "# {} (mode 0600; secrets shown masked here)",
+            env_path.display()
+        )?;
+        out!("{}", service_env::render(&env, service_env::Show::Masked))?;
         outln!("")?;
         for args in commands {
             outln!("systemctl --user {}", args.join(" "))?;
@@ -51,6 +62,10 @@ fn install(dry_run: bool) -> anyhow::Result<()> {
     }
     std::fs::write(&unit_path, unit)
         .with_context(|| format!("cannot write {}", unit_path.display()))?;
+    service_env::write(
+        &env_path,
+        &service_env::render(&env, service_env::Show::Plain),
+    )?;
     for args in commands {
         systemctl(args)?;
     }
@@ -108,16 +123,12 @@ fn render_unit(bastiond: &Path) -> String {
     } else {
         path.into_owned()
     };
-    UNIT_TEMPLATE.replace("@BASTIOND@", &exec)
+    UNIT_TEMPLATE.replace(SHIPPED_EXEC_START, &format!("ExecStart={exec}"))
 }
 
 /// `$XDG_CONFIG_HOME/systemd/user/bastiond.service`, else under ~/.config.
 fn unit_path() -> anyhow::Result<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-        .context("neither XDG_CONFIG_HOME nor HOME is set")?;
+    let config = service_env::config_home()?;
     Ok(config.join("systemd").join("user").join(UNIT_FILE))
 }
 
@@ -213,7 +224,7 @@ mod tests {
             unit.contains("\nExecStart=/usr/local/bin/bastiond\n"),
             "{unit}"
         );
-        assert!(!unit.contains("@BASTIOND@"));
+        assert!(!unit.contains(SHIPPED_EXEC_START));
         assert!(unit.contains("Type=notify"));
         let unit = render_unit(Path::new("/opt/my tools/bastiond"));
         assert!(

@@ -235,6 +235,28 @@ async fn service_install_dry_run_shows_unit_and_commands() -> Result {
     assert!(out.contains("loginctl enable-linger"), "{out}");
     assert!(!unit_path.exists(), "a dry run wrote the unit");
 
+    // The environment file: what the shell has that the service would not.
+    let mut cmd = env.ctl_command(&["service", "install", "--dry-run"])?;
+    cmd.env("AZURE_CLIENT_ID", "app-0000")
+        .env("AZURE_CLIENT_SECRET", "very-secret-value");
+    let output = cmd.output().await?;
+    assert!(output.status.success(), "{output:?}");
+    let out = String::from_utf8(output.stdout)?;
+    let env_file = env.config_home().join("bastiond/environment");
+    assert!(
+        out.contains(&format!("# {} (mode 0600", env_file.display())),
+        "{out}"
+    );
+    assert!(out.contains("\nPATH=\""), "{out}");
+    assert!(out.contains("AZURE_CLIENT_ID=\"app-0000\""), "{out}");
+    assert!(out.contains("AZURE_CLIENT_SECRET=\"(hidden"), "{out}");
+    assert!(!out.contains("very-secret-value"), "{out}");
+    assert!(
+        out.contains("EnvironmentFile=-%E/bastiond/environment"),
+        "{out}"
+    );
+    assert!(!env_file.exists(), "a dry run wrote the environment file");
+
     for args in [
         &["service", "uninstall", "--dry-run"][..],
         &["service", "status", "--dry-run"],

@@ -57,8 +57,14 @@ fn unit_has_what_the_daemon_relies_on() {
     assert_eq!(get(&unit, "Service", "Type"), "notify");
     assert_eq!(get(&unit, "Service", "NotifyAccess"), "main");
     assert!(get(&unit, "Service", "WatchdogSec").ends_with('s'));
-    // `bastionctl service install` replaces the placeholder with the real path.
-    assert_eq!(get(&unit, "Service", "ExecStart"), "@BASTIOND@");
+    // Works as shipped for `cargo install`; `bastionctl service install`
+    // writes the real path instead.
+    assert_eq!(get(&unit, "Service", "ExecStart"), "%h/.cargo/bin/bastiond");
+    // The user's PATH and AZURE_* settings, never in the unit itself.
+    assert_eq!(
+        get(&unit, "Service", "EnvironmentFile"),
+        "-%E/bastiond/environment"
+    );
     assert!(get(&unit, "Service", "ExecReload").contains("-HUP $MAINPID"));
     assert_eq!(get(&unit, "Service", "Restart"), "on-failure");
     // User units run without privileges: options that need them would fail the start.
@@ -89,7 +95,7 @@ fn systemd_verify(text: &str) -> Option<(bool, String)> {
     let path = dir.path().join("bastiond.service");
     std::fs::write(
         &path,
-        text.replace("@BASTIOND@", &bastiond.display().to_string()),
+        text.replace("%h/.cargo/bin/bastiond", &bastiond.display().to_string()),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")

@@ -34,8 +34,10 @@ enum Cmd {
 
 #[derive(Args)]
 struct AzArgs {
+    /// The emulator's address (host:port) the fake az asks for tokens.
     #[arg(long)]
     endpoint: String,
+    /// The emulator's CA certificate (PEM).
     #[arg(long)]
     ca_file: PathBuf,
     /// The arguments az was called with.
@@ -51,20 +53,25 @@ struct ServeArgs {
     /// Listening port on 127.0.0.1 (0 = OS-chosen).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Lifetime of the tokens Entra and the fake az mint [default: 1 hour].
     #[arg(long)]
     token_lifetime_secs: Option<u64>,
     /// SKU of every bastion (Standard, Premium, Basic, Developer).
     #[arg(long)]
     sku: Option<String>,
+    /// Turn "Native client support" off on every bastion.
     #[arg(long)]
     disable_tunneling: bool,
+    /// Turn "IP-based connection" off on every bastion.
     #[arg(long)]
     disable_ip_connect: bool,
     /// Fail the next N POST /api/tokens.
     #[arg(long, default_value_t = 0)]
     fail_token_posts: u32,
+    /// HTTP status of those failures.
     #[arg(long, default_value_t = 500)]
     fail_status: u16,
+    /// Body of those failures: Azure-style JSON, a Tomcat HTML page, or nothing.
     #[arg(long, value_enum, default_value_t = BodyKind::Json)]
     fail_body: BodyKind,
     /// Fail the next N fake-az calls.
@@ -76,8 +83,10 @@ struct ServeArgs {
     /// Drop each tunnel after this many relayed bytes.
     #[arg(long)]
     drop_after_bytes: Option<u64>,
+    /// How tunnels are dropped: the connection just ends, or a Close frame first.
     #[arg(long, value_enum, default_value_t = DropKind::Abrupt)]
     drop_mode: DropKind,
+    /// A reported Bastion handshake oddity, on every upgrade.
     #[arg(long, value_enum)]
     quirk: Option<QuirkKind>,
 }
