@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::bastion_host::BastionHost;
+use crate::bastion_host::{ArmBastion, BastionHost};
 use crate::config::{BastionSettings, Settings};
 use crate::error::TunnelError;
 use crate::error_body::error_message;
@@ -60,6 +59,7 @@ pub async fn lookup(
         .ok_or_else(|| {
         TunnelError::Precondition(format!("{resource_id:?} is not a bastion host resource id"))
     })?;
+    let sku = host.sku_name();
     let dns_name = host
         .properties
         .dns_name
@@ -71,34 +71,12 @@ pub async fn lookup(
         })?;
     Ok(BastionHost {
         dns_name,
-        // ARM omits the SKU for bastions created before SKUs existed: Basic.
-        sku: host.sku.map_or_else(|| "Basic".to_string(), |s| s.name),
+        sku,
         tunneling: host.properties.enable_tunneling,
         ip_connect: host.properties.enable_ip_connect,
         subscription: subscription.to_string(),
         resource_group: resource_group.to_string(),
     })
-}
-
-#[derive(Deserialize)]
-struct ArmBastion {
-    sku: Option<ArmSku>,
-    properties: ArmProperties,
-}
-
-#[derive(Deserialize)]
-struct ArmSku {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ArmProperties {
-    dns_name: Option<String>,
-    #[serde(default)]
-    enable_tunneling: bool,
-    #[serde(default)]
-    enable_ip_connect: bool,
 }
 
 /// How long what ARM said about a bastion is trusted. A failed check or a

@@ -7,11 +7,15 @@ use serde::de::DeserializeOwned;
 
 use crate::error::TunnelError;
 use crate::error_body::error_message;
+use crate::http::read_capped;
 use crate::secret::Secret;
 
 /// ARM pages its listings (about 1000 items a page); past this many pages the
 /// answer is cut rather than followed forever (a loop in `nextLink`).
 const MAX_PAGES: usize = 50;
+/// Largest page read: ARM pages hold up to ~1000 resources of a few KiB each;
+/// anything bigger is not ARM answering (see `http::MAX_RESPONSE_BODY`).
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,10 +43,9 @@ pub async fn list<T: DeserializeOwned>(
             .await
             .map_err(|e| TunnelError::unreachable(what, &e))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        let body = read_capped(response, MAX_PAGE_BYTES)
             .await
-            .map_err(|e| TunnelError::unreachable(what, &e))?;
+            .map_err(|e| TunnelError::body(what, e))?;
         if !status.is_success() {
             return Err(TunnelError::Rejected {
                 what,

@@ -2,8 +2,45 @@
 //! lets it tunnel to a target: each refusal names the portal setting to change.
 
 use bastion_proto::target::{Target, TargetHost};
+use serde::Deserialize;
 
 use crate::error::TunnelError;
+
+/// A bastion host as ARM's JSON describes it, in a GET and in a listing alike.
+#[derive(Deserialize)]
+pub struct ArmBastion {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub sku: Option<ArmSku>,
+    #[serde(default)]
+    pub properties: ArmProperties,
+}
+
+#[derive(Deserialize)]
+pub struct ArmSku {
+    pub name: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmProperties {
+    pub dns_name: Option<String>,
+    #[serde(default)]
+    pub enable_tunneling: bool,
+    #[serde(default)]
+    pub enable_ip_connect: bool,
+}
+
+impl ArmBastion {
+    /// ARM omits the SKU for bastions created before SKUs existed: Basic.
+    pub fn sku_name(&self) -> String {
+        self.sku
+            .as_ref()
+            .map_or_else(|| "Basic".to_string(), |s| s.name.clone())
+    }
+}
 
 /// What the daemon needs to know about a bastion host.
 #[derive(Debug, Clone, PartialEq, Eq)]

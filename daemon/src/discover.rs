@@ -7,7 +7,7 @@ use bastion_proto::v1 as proto;
 use serde::Deserialize;
 
 use crate::arm_list;
-use crate::bastion_host::BastionHost;
+use crate::bastion_host::{ArmBastion, BastionHost};
 use crate::error::TunnelError;
 use crate::tunnel::Connector;
 
@@ -20,30 +20,6 @@ const BASTIONS_API_VERSION: &str = "2024-01-01";
 #[serde(rename_all = "camelCase")]
 struct ArmSubscription {
     subscription_id: String,
-}
-
-#[derive(Deserialize)]
-struct ArmBastion {
-    id: String,
-    name: String,
-    sku: Option<ArmSku>,
-    #[serde(default)]
-    properties: ArmProperties,
-}
-
-#[derive(Deserialize)]
-struct ArmSku {
-    name: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ArmProperties {
-    dns_name: Option<String>,
-    #[serde(default)]
-    enable_tunneling: bool,
-    #[serde(default)]
-    enable_ip_connect: bool,
 }
 
 /// Lists the bastions; a subscription that cannot be read is a warning, not a failure.
@@ -90,9 +66,8 @@ pub async fn discover(
 fn describe(b: ArmBastion, subscription: &str) -> proto::DiscoveredBastion {
     let resource_group = resource_group_of(&b.id).unwrap_or_default().to_string();
     let host = BastionHost {
+        sku: b.sku_name(),
         dns_name: b.properties.dns_name.unwrap_or_default(),
-        // ARM omits the SKU for bastions created before SKUs existed: Basic.
-        sku: b.sku.map_or_else(|| "Basic".to_string(), |s| s.name),
         tunneling: b.properties.enable_tunneling,
         ip_connect: b.properties.enable_ip_connect,
         subscription: subscription.to_string(),
