@@ -76,7 +76,9 @@ where
         }
         tunnel = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
-            opened = route.connector.open(route.bastion, route.target, setup) => opened?,
+            // Boxed: the open's state would otherwise sit in every live
+            // connection's future for its whole life, unused.
+            opened = Box::pin(route.connector.open(route.bastion, route.target, setup)) => opened?,
         };
     }
 }

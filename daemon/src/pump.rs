@@ -49,6 +49,10 @@ pub const EOF_MAX_LINGER: Duration = Duration::from_secs(30);
 pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound for sending a Close frame when the daemon cancels a connection.
 const CANCEL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// When a fresh tunnel has neither sent a frame nor been given client bytes
+/// by now, it is pinged: ssh's banner or a client's first bytes come within
+/// a round trip, so only a tunnel that may be stalled gets this ping.
+const PROBE_PING_AFTER: Duration = Duration::from_secs(1);
 /// After a write to an unconfirmed tunnel fails, how long the Bastion's
 /// answer (an HTTP error page) may take to be read: it was sent before the
 /// connection closed, so it is normally there already.
@@ -67,9 +71,9 @@ pub struct PumpOptions {
     pub max_frame: usize,
     /// After the client's EOF, this much silence from the target ends the tunnel.
     pub eof_linger: Duration,
-    /// Probe the fresh tunnel with a ping, and give up on it as
-    /// [`PumpError::Unconfirmed`] if neither a frame nor a client byte has
-    /// moved within this long. `None` on a connection's last try, where
+    /// Give up on a fresh tunnel as [`PumpError::Unconfirmed`] if neither a
+    /// frame nor a client byte has moved within this long (pinging it part
+    /// way, so a healthy Bastion can answer). `None` on a connection's last try, where
     /// there is nothing better to fall back to than waiting.
     pub probe: Option<Duration>,
 }
@@ -201,7 +205,7 @@ where
         .run(reader, replay);
         let down = downstream::run(writer, &mut stream, &activity, options.max_frame, meters);
         let keepalive = keepalive::watch(&activity, &ping_wanted, options.keepalive);
-        let probe = probe(&activity, options.probe);
+        let probe = probe(&activity, &ping_wanted, options.probe);
         tokio::pin!(up, down, keepalive, probe);
         // Keepalive applies while data may flow; once our Close is out, the
         // close handshake has its own bound.
@@ -270,10 +274,18 @@ fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Opt
 }
 
 /// Completes with [`PumpError::Silent`] if, `after` the start, no frame has
-/// come and no client byte has gone; never otherwise.
-async fn probe(activity: &Activity, after: Option<Duration>) -> PumpError {
+/// come and no client byte has gone; never otherwise. A tunnel still silent
+/// part way is pinged (through `ping`), so a healthy Bastion proves itself
+/// with a pong; most tunnels never need that ping, as the first client bytes
+/// or the target's banner settle the question first.
+async fn probe(activity: &Activity, ping: &Notify, after: Option<Duration>) -> PumpError {
     if let Some(after) = after {
-        sleep(after).await;
+        let ping_at = PROBE_PING_AFTER.min(after / 2);
+        sleep(ping_at).await;
+        if !activity.confirmed() && !activity.committed() {
+            ping.notify_one();
+        }
+        sleep(after.saturating_sub(ping_at)).await;
         if !activity.confirmed() && !activity.committed() {
             return PumpError::Silent(after);
         }

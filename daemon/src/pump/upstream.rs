@@ -39,10 +39,6 @@ where
         mut reader: R,
         replay: Bytes,
     ) -> Result<(), PumpError> {
-        if self.options.probe.is_some() {
-            // Its pong is the first proof that the tunnel works (see `probe`).
-            ping(self.sink).await?;
-        }
         // One read buffer, reused: frames are split off it, and once
         // tungstenite has copied them out (masking needs that copy anyway)
         // `reserve` reclaims its room, so steady traffic allocates nothing.
