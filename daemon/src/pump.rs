@@ -282,12 +282,13 @@ async fn probe(activity: &Activity, ping: &Notify, after: Option<Duration>) -> P
     if let Some(after) = after {
         let ping_at = PROBE_PING_AFTER.min(after / 2);
         sleep(ping_at).await;
+        // Settled already (the usual case): no more timers for this tunnel.
         if !activity.confirmed() && !activity.committed() {
             ping.notify_one();
-        }
-        sleep(after.saturating_sub(ping_at)).await;
-        if !activity.confirmed() && !activity.committed() {
-            return PumpError::Silent(after);
+            sleep(after.saturating_sub(ping_at)).await;
+            if !activity.confirmed() && !activity.committed() {
+                return PumpError::Silent(after);
+            }
         }
     }
     std::future::pending().await
