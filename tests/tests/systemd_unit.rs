@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 
 const UNIT: &str = include_str!("../../systemd/bastiond.service");
@@ -91,7 +90,8 @@ fn systemd_verify(text: &str) -> Option<(bool, String)> {
     let runtime = dir.path().join("run");
     std::fs::create_dir(&runtime).unwrap();
     std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let bastiond = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/bastiond");
+    // The built daemon, wherever the target directory is (CARGO_TARGET_DIR).
+    let bastiond = bastion_tests::harness::bins::path("bastiond").unwrap();
     let path = dir.path().join("bastiond.service");
     std::fs::write(
         &path,
