@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::arm_list;
 use crate::bastion_host::{ArmBastion, BastionHost};
 use crate::config::{BastionSettings, Settings};
 use crate::error::TunnelError;
-use crate::error_body::error_message;
-use crate::http::{MAX_RESPONSE_BODY, read_capped};
+use crate::http::MAX_RESPONSE_BODY;
 use crate::lock::lock;
 use crate::secret::Secret;
 
@@ -33,28 +33,7 @@ pub async fn lookup(
         "{}{resource_id}?api-version={API_VERSION}",
         resource_manager.trim_end_matches('/')
     );
-    let response = http
-        .get(&url)
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .map_err(|e| TunnelError::unreachable(what, &e))?;
-    let status = response.status();
-    let body = read_capped(response, MAX_RESPONSE_BODY)
-        .await
-        .map_err(|e| TunnelError::body(what, e))?;
-    if !status.is_success() {
-        return Err(TunnelError::Rejected {
-            what,
-            status: status.as_u16(),
-            message: error_message(status.as_u16(), &body),
-        });
-    }
-    let host: ArmBastion = serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
-        what,
-        status: status.as_u16(),
-        message: format!("unexpected answer from ARM: {e}"),
-    })?;
+    let host: ArmBastion = arm_list::get(http, &url, token, what, MAX_RESPONSE_BODY).await?;
     let (subscription, resource_group, _) = crate::config::parse_bastion_resource_id(resource_id)
         .ok_or_else(|| {
         TunnelError::Precondition(format!("{resource_id:?} is not a bastion host resource id"))

@@ -1,5 +1,5 @@
-//! ARM collection reads (`{"value": [...], "nextLink": ...}`), followed
-//! page by page: VM listings for VM-name targets, subscriptions and bastion
+//! ARM reads: one resource, or a collection (`{"value": [...], "nextLink":
+//! ...}`) followed page by page: VM listings for VM-name targets, subscriptions and bastion
 //! hosts for `bastion discover`.
 
 use serde::Deserialize;
@@ -25,6 +25,39 @@ struct Page<T> {
     next_link: Option<String>,
 }
 
+/// `GET url` with `token`, the answer (at most `cap` bytes) parsed as `T`:
+/// one ARM read, for single resources and collection pages alike.
+pub async fn get<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &Secret,
+    what: &'static str,
+    cap: usize,
+) -> Result<T, TunnelError> {
+    let response = http
+        .get(url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| TunnelError::unreachable(what, &e))?;
+    let status = response.status().as_u16();
+    let body = read_capped(response, cap)
+        .await
+        .map_err(|e| TunnelError::body(what, e))?;
+    if !(200..300).contains(&status) {
+        return Err(TunnelError::Rejected {
+            what,
+            status,
+            message: error_message(status, &body),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
+        what,
+        status,
+        message: format!("unexpected answer from ARM: {e}"),
+    })
+}
+
 /// Every item of the ARM collection at `url`, read with `token`.
 pub async fn list<T: DeserializeOwned>(
     http: &reqwest::Client,
@@ -36,28 +69,7 @@ pub async fn list<T: DeserializeOwned>(
     let mut next = Some(url);
     for _ in 0..MAX_PAGES {
         let Some(url) = next.take() else { break };
-        let response = http
-            .get(&url)
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| TunnelError::unreachable(what, &e))?;
-        let status = response.status();
-        let body = read_capped(response, MAX_PAGE_BYTES)
-            .await
-            .map_err(|e| TunnelError::body(what, e))?;
-        if !status.is_success() {
-            return Err(TunnelError::Rejected {
-                what,
-                status: status.as_u16(),
-                message: error_message(status.as_u16(), &body),
-            });
-        }
-        let page: Page<T> = serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
-            what,
-            status: status.as_u16(),
-            message: format!("unexpected answer from ARM: {e}"),
-        })?;
+        let page: Page<T> = get(http, &url, token, what, MAX_PAGE_BYTES).await?;
         items.extend(page.value);
         next = page.next_link.filter(|l| !l.is_empty());
     }
