@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use bastion_proto::client::ClientError;
-use bastion_proto::v1::{ListForwardsRequest, ReloadRequest};
+use bastion_proto::v1::ListForwardsRequest;
 
 use crate::daemon::{self, Client, rpc_error};
 use crate::output::{self, outln};
@@ -44,12 +44,7 @@ async fn reload(client: Option<Client>) -> anyhow::Result<()> {
         outln!("bastiond is not running; it reads the settings when it starts.")?;
         return Ok(());
     };
-    let changes = client
-        .reload(ReloadRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .changes;
+    let changes = daemon::reload(&mut client).await?;
     for change in changes {
         outln!("{}", output::one_line(&change))?;
     }

@@ -65,6 +65,16 @@ pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
     }
 }
 
+/// Asks the daemon to read its settings again; one line per change.
+pub async fn reload(client: &mut Client) -> anyhow::Result<Vec<String>> {
+    Ok(client
+        .reload(bastion_proto::v1::ReloadRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

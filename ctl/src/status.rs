@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use bastion_proto::v1::{Bastion, ReloadRequest, StatusResponse};
+use bastion_proto::v1::{Bastion, StatusResponse};
 use serde_json::{Value, json};
 
-use crate::daemon::{self, rpc_error};
+use crate::daemon;
 use crate::forward::print_json;
 use crate::output;
 use crate::output::{out, outln};
@@ -27,12 +27,7 @@ pub async fn status(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
 
 pub async fn reload(socket: Option<PathBuf>) -> anyhow::Result<()> {
     let mut client = daemon::connect_checked(socket).await?;
-    let changes = client
-        .reload(ReloadRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .changes;
+    let changes = daemon::reload(&mut client).await?;
     if changes.is_empty() {
         outln!("Settings reloaded: no changes.")?;
     }

@@ -25,6 +25,15 @@ struct Page<T> {
     next_link: Option<String>,
 }
 
+/// The resource group named in a resource id (ARM ids are case-insensitive).
+pub fn resource_group_of(id: &str) -> Option<&str> {
+    let mut parts = id.split('/');
+    parts
+        .by_ref()
+        .find(|p| p.eq_ignore_ascii_case("resourceGroups"))?;
+    parts.next()
+}
+
 /// `GET url` with `token`, the answer (at most `cap` bytes) parsed as `T`:
 /// one ARM read, for single resources and collection pages alike.
 pub async fn get<T: DeserializeOwned>(

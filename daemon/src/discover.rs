@@ -64,7 +64,9 @@ pub async fn discover(
 }
 
 fn describe(b: ArmBastion, subscription: &str) -> proto::DiscoveredBastion {
-    let resource_group = resource_group_of(&b.id).unwrap_or_default().to_string();
+    let resource_group = arm_list::resource_group_of(&b.id)
+        .unwrap_or_default()
+        .to_string();
     let host = BastionHost {
         sku: b.sku_name(),
         dns_name: b.properties.dns_name.unwrap_or_default(),
@@ -100,13 +102,4 @@ fn describe(b: ArmBastion, subscription: &str) -> proto::DiscoveredBastion {
         serves_vm_targets: vm.is_ok(),
         why,
     }
-}
-
-/// The resource group of a resource id.
-fn resource_group_of(id: &str) -> Option<&str> {
-    let mut parts = id.split('/');
-    parts
-        .by_ref()
-        .find(|p| p.eq_ignore_ascii_case("resourceGroups"))?;
-    parts.next()
 }

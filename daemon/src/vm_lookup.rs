@@ -143,7 +143,11 @@ fn pick(vms: &[ArmVm], name: &str, scope: &Scope) -> Result<String, VmLookupErro
         several => {
             let groups: Vec<String> = several
                 .iter()
-                .map(|vm| resource_group_of(&vm.id).unwrap_or(&vm.id).to_string())
+                .map(|vm| {
+                    arm_list::resource_group_of(&vm.id)
+                        .unwrap_or(&vm.id)
+                        .to_string()
+                })
                 .collect();
             Err(VmLookupError::Ambiguous(format!(
                 "{} VMs are named {name:?} in {}, in resource groups {}; pick one with --resource-group",
@@ -153,15 +157,6 @@ fn pick(vms: &[ArmVm], name: &str, scope: &Scope) -> Result<String, VmLookupErro
             )))
         }
     }
-}
-
-/// The resource group of a resource id.
-fn resource_group_of(id: &str) -> Option<&str> {
-    let mut parts = id.split('/');
-    parts
-        .by_ref()
-        .find(|p| p.eq_ignore_ascii_case("resourceGroups"))?;
-    parts.next()
 }
 
 #[cfg(test)]
