@@ -184,7 +184,7 @@ async fn steps(
             "session",
             async {
                 let slot = entry.session_slot(Instant::now() + STEP_TIMEOUT).await?;
-                let tokens = session::create(http, &host, &target, &token).await?;
+                let tokens = session::create(&connector.spares, &host, &target, &token).await?;
                 let detail = format!("session on node {}", tokens.node_id);
                 Ok::<_, TunnelError>(((slot, tokens), detail))
             },
@@ -219,7 +219,7 @@ async fn tunnel_steps(
             "websocket",
             async {
                 let socket = websocket::dial(
-                    &connector.proxies,
+                    connector.spares.proxies(),
                     connector.tls.clone(),
                     &host.dns_name,
                     &path,

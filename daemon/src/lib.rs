@@ -22,7 +22,10 @@
 //!   with retries within a [`setup`] budget,
 //!   built from [`auth`] (token cache, [`dev_tools`]), [`arm`] (bastion lookup, cached),
 //!   [`session`] (token POST / DELETE, [`finish`] so none is lost half-way),
-//!   [`websocket`] (lenient upgrade, frame settings) and [`proxy`] (HTTPS_PROXY).
+//!   [`spares`] (warm connections to recently used Bastion hosts, which carry
+//!   the token POST through [`post`] and the upgrade through [`websocket`]:
+//!   lenient upgrade, frame settings), [`dial`] (TCP and TLS to a Bastion,
+//!   through [`proxy`]: HTTPS_PROXY).
 //! - Leaves: [`bastion_host`] (what ARM says of a bastion and its checks),
 //!   [`claims`] (who a token names, from its JWT payload),
 //!   [`error`] (why a tunnel could not be opened), [`error_body`] (Azure's
@@ -45,6 +48,7 @@ pub mod connection;
 pub mod control;
 pub mod daemon;
 pub mod dev_tools;
+pub mod dial;
 pub mod discover;
 pub mod doctor;
 pub mod doctor_hints;
@@ -63,6 +67,7 @@ pub mod names;
 pub mod notify;
 pub mod paths;
 pub mod peer_owner;
+pub mod post;
 pub mod proxy;
 pub mod pump;
 pub mod reload;
@@ -70,6 +75,7 @@ pub mod secret;
 pub mod session;
 pub mod setup;
 pub mod shared;
+pub mod spares;
 pub mod status;
 pub mod store;
 pub mod tunnel;

@@ -1,7 +1,8 @@
-//! Outbound proxy for the WebSocket dial. reqwest applies `HTTPS_PROXY` /
-//! `NO_PROXY` to ARM, Entra and the token API; tunnels use our own TCP
-//! connect, so they apply the same rules (hyper-util's matcher, as reqwest
-//! does) and go through an HTTP `CONNECT` when a proxy is configured.
+//! Outbound proxy for connections to a Bastion host (token POSTs and
+//! tunnels). reqwest applies `HTTPS_PROXY` / `NO_PROXY` to ARM and Entra;
+//! Bastion connections use our own TCP connect, so they apply the same rules
+//! (hyper-util's matcher, as reqwest does) and go through an HTTP `CONNECT`
+//! when a proxy is configured.
 
 use std::time::Duration;
 
@@ -31,7 +32,10 @@ impl Proxies {
 
     /// A TCP connection to `host:port`, through the proxy if one applies.
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, TunnelError> {
-        let fail = |message: String| TunnelError::WebSocket(message);
+        let fail = |message: String| TunnelError::Unreachable {
+            what: "cannot reach the Bastion",
+            message,
+        };
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -105,7 +109,10 @@ impl Proxies {
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, TunnelError> {
-    let fail = |message: String| TunnelError::WebSocket(message);
+    let fail = |message: String| TunnelError::Unreachable {
+        what: "cannot reach the Bastion",
+        message,
+    };
     let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
         .await
         .map_err(|_| {

@@ -1,5 +1,6 @@
-//! Bastion sessions: the token exchange that opens one (`POST /api/tokens`)
-//! and the `DELETE` that ends it. Every created session is owned by a
+//! Bastion sessions: the token exchange that opens one (`POST /api/tokens`,
+//! on a warm connection from [`Spares`]) and the `DELETE` that ends it (on
+//! the pooled HTTPS client: it is off every connection's path). Every created session is owned by a
 //! [`LiveSession`]; dropping it deletes the session in the background, with
 //! retries, tracked so shutdown can wait for the deletes (sessions left behind
 //! count against the Bastion's limits).
@@ -18,9 +19,12 @@ use crate::bastion_host::BastionHost;
 use crate::error::TunnelError;
 use crate::error_body::error_message;
 use crate::finish::{FinishOnDrop, finish_detached};
-use crate::http::{MAX_RESPONSE_BODY, read_capped};
+use crate::http::MAX_RESPONSE_BODY;
 use crate::secret::Secret;
+use crate::spares::Spares;
 
+/// Where sessions are created and deleted.
+const TOKENS_PATH: &str = "/api/tokens";
 /// A token POST answers in well under a second; past this the Bastion is in
 /// trouble and the waiting client is better served by a prompt error.
 const TOKEN_POST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,7 +54,7 @@ pub struct SessionTokens {
 /// Asks the Bastion for a session to `target` (see [`Sessions::create`];
 /// `doctor` calls it directly and deletes the session itself).
 pub async fn create(
-    http: &reqwest::Client,
+    spares: &Spares,
     host: &BastionHost,
     target: &Target,
     aztoken: &Secret,
@@ -83,27 +87,29 @@ pub async fn create(
     if let Some(hostname) = &hostname {
         form.push(("hostname", hostname));
     }
-    let response = http
-        .post(format!("https://{}/api/tokens", host.dns_name))
-        .form(&form)
-        .timeout(TOKEN_POST_TIMEOUT)
-        .send()
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&form)
+        .finish();
+    let post = spares.post(&host.dns_name, TOKENS_PATH, &form, MAX_RESPONSE_BODY);
+    let (status, body) = tokio::time::timeout(TOKEN_POST_TIMEOUT, post)
         .await
-        .map_err(|e| TunnelError::unreachable("cannot reach the Bastion", &e))?;
-    let status = response.status();
-    let body = read_capped(response, MAX_RESPONSE_BODY)
-        .await
-        .map_err(|e| TunnelError::body("reading the Bastion's answer", e))?;
-    if !status.is_success() {
+        .map_err(|_| TunnelError::Unreachable {
+            what: "cannot reach the Bastion",
+            message: format!(
+                "no answer to the token request within {}s",
+                TOKEN_POST_TIMEOUT.as_secs()
+            ),
+        })??;
+    if !(200..300).contains(&status) {
         return Err(TunnelError::Rejected {
             what,
-            status: status.as_u16(),
-            message: error_message(status.as_u16(), &body),
+            status,
+            message: error_message(status, &body),
         });
     }
     serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
         what,
-        status: status.as_u16(),
+        status,
         message: format!("unexpected answer: {e}"),
     })
 }
@@ -141,23 +147,26 @@ impl Sessions {
     /// in place while its caller waits (no task hand-off on the hot path), on
     /// `in_flight` once the caller is gone, where the unclaimed `LiveSession`
     /// deletes itself.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         self: &Arc<Self>,
         http: &reqwest::Client,
+        spares: &Arc<Spares>,
         host: &BastionHost,
         target: &Target,
         aztoken: &Secret,
         slot: OwnedSemaphorePermit,
     ) -> Result<(LiveSession, SessionTokens), TunnelError> {
-        let (sessions, http, host, target, aztoken) = (
+        let (sessions, http, spares, host, target, aztoken) = (
             self.clone(),
             http.clone(),
+            spares.clone(),
             host.clone(),
             target.clone(),
             aztoken.clone(),
         );
         let request = async move {
-            let tokens = create(&http, &host, &target, &aztoken).await?;
+            let tokens = create(&spares, &host, &target, &aztoken).await?;
             Ok((sessions.adopt(&http, &host.dns_name, &tokens, slot), tokens))
         };
         FinishOnDrop::new(request, &self.in_flight).await
@@ -218,7 +227,7 @@ struct SessionRef {
 impl SessionRef {
     async fn delete(&self, concurrency: &Semaphore) {
         let url = format!(
-            "https://{}/api/tokens/{}",
+            "https://{}{TOKENS_PATH}/{}",
             self.dns_name,
             self.auth_token.expose()
         );

@@ -25,7 +25,8 @@ use crate::pump::PumpOptions;
 use crate::secret::Secret;
 use crate::session::{LiveSession, Sessions};
 use crate::setup::Setup;
-use crate::websocket::{self, TunnelSocket};
+use crate::spares::{SpareSettings, Spares};
+use crate::websocket::TunnelSocket;
 
 /// A fresh tunnel that has neither sent a frame back nor been given client
 /// bytes within this long is given up for another (the reported "101, then
@@ -47,8 +48,9 @@ pub struct Connector {
     pub auth: Arc<TokenCache>,
     pub bastions: Bastions,
     pub sessions: Arc<Sessions>,
-    /// HTTPS_PROXY / NO_PROXY for tunnels (reqwest reads them for itself).
-    pub proxies: Proxies,
+    /// Warm connections for token POSTs and upgrades; they dial through
+    /// HTTPS_PROXY / NO_PROXY (`spares.proxies()`; reqwest reads them for itself).
+    pub spares: Arc<Spares>,
 }
 
 impl Connector {
@@ -79,6 +81,15 @@ impl Connector {
             )),
         };
         let bastions = arm::bastions(&settings, same_auth.map(|p| &p.bastions));
+        let spare_settings = SpareSettings::from(&settings.tunnel);
+        let spares = match same_tls.filter(|p| p.spares.settings() == spare_settings) {
+            Some(p) => p.spares.clone(),
+            None => Arc::new(Spares::new(
+                tls.clone(),
+                Arc::new(Proxies::from_env()),
+                spare_settings,
+            )),
+        };
         Ok(Connector {
             settings: Arc::new(settings),
             http,
@@ -86,7 +97,7 @@ impl Connector {
             auth,
             bastions,
             sessions,
-            proxies: Proxies::from_env(),
+            spares,
         })
     }
 
@@ -170,7 +181,7 @@ impl Connector {
             let slot = entry.session_slot(deadline).await?;
             let created = self
                 .sessions
-                .create(&self.http, &host, target, &token, slot)
+                .create(&self.http, &self.spares, &host, target, &token, slot)
                 .await;
             let error = match created {
                 Ok(created) => break created,
@@ -199,15 +210,11 @@ impl Connector {
             tokens.websocket_token.expose(),
             tokens.node_id
         ));
-        let socket = websocket::dial(
-            &self.proxies,
-            self.tls.clone(),
-            &host.dns_name,
-            &path,
-            websocket::config(),
-        )
-        .await
-        .inspect_err(|e| entry.invalidate(e))?;
+        let socket = self
+            .spares
+            .upgrade(&host.dns_name, &path)
+            .await
+            .inspect_err(|e| entry.invalidate(e))?;
         Ok(Tunnel { socket, session })
     }
 

@@ -12,24 +12,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::dial::{self, Failure, TlsConn};
 use crate::error::TunnelError;
 use crate::error_body::{error_message, truncate};
 use crate::proxy::Proxies;
 use crate::secret::Secret;
 
-/// TLS handshake (usually a resumption, one round trip).
-const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upgrade request to complete response head.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A 101 head is a few hundred bytes; anything larger is not a WebSocket upgrade.
@@ -83,10 +78,11 @@ impl HttpAfterUpgrade {
 }
 
 /// A tunnel's WebSocket, over TLS over TCP.
-pub type TunnelSocket = WebSocketStream<Prefixed<TlsStream<TcpStream>>>;
+pub type TunnelSocket = WebSocketStream<Prefixed<TlsConn>>;
 
 /// Opens the WebSocket at `path` (which embeds a session token) on `host`
-/// ("name" or "name:port").
+/// ("name" or "name:port") over a new connection: `doctor`'s way, which
+/// wants every step of the path taken afresh.
 pub async fn dial(
     proxies: &Proxies,
     tls: Arc<rustls::ClientConfig>,
@@ -94,56 +90,35 @@ pub async fn dial(
     path: &Secret,
     config: WebSocketConfig,
 ) -> Result<TunnelSocket, TunnelError> {
-    let fail = |message: String| TunnelError::WebSocket(message);
-    let (name, port) = split_host_port(host);
-    let tcp = proxies.connect(name, port).await?;
-    let server_name = ServerName::try_from(name.to_string())
-        .map_err(|_| fail(format!("{name:?} is not a valid TLS server name")))?;
-    let mut tls = timeout(
-        TLS_TIMEOUT,
-        TlsConnector::from(tls).connect(server_name, tcp),
-    )
-    .await
-    .map_err(|_| {
-        fail(format!(
-            "TLS handshake with {host} timed out after {}s",
-            TLS_TIMEOUT.as_secs()
-        ))
-    })?
-    .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))?;
-    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut tls, host, path))
+    let conn = dial::connect(proxies, tls, host).await?;
+    open(conn, host, path, config)
+        .await
+        .map_err(Failure::into_error)
+}
+
+/// Opens the WebSocket at `path` on `conn`, a TLS connection to `host`.
+/// [`Failure::Unanswered`] when the connection ended before any byte of an
+/// answer (a spare the Bastion had closed): the token was not used.
+pub async fn open(
+    mut conn: TlsConn,
+    host: &str,
+    path: &Secret,
+    config: WebSocketConfig,
+) -> Result<TunnelSocket, Failure> {
+    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut conn, host, path))
         .await
         .map_err(|_| {
-            fail(format!(
+            Failure::Answered(TunnelError::WebSocket(format!(
                 "WebSocket upgrade timed out after {}s",
                 UPGRADE_TIMEOUT.as_secs()
-            ))
+            )))
         })??;
     let stream = Prefixed {
         prefix: leftover,
-        inner: tls,
+        inner: conn,
         checked: false,
     };
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
-}
-
-/// "host:port" → (host, port); a bare host means 443.
-fn split_host_port(host: &str) -> (&str, u16) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((ip, port)) = rest.split_once("]:")
-            && let Ok(port) = port.parse()
-        {
-            return (ip, port);
-        }
-        return (rest.trim_end_matches(']'), 443);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') => match port.parse() {
-            Ok(port) => (name, port),
-            Err(_) => (host, 443),
-        },
-        _ => (host, 443),
-    }
 }
 
 /// Sends the upgrade request and reads the response head; returns the bytes
@@ -152,7 +127,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &Secret,
-) -> Result<Bytes, TunnelError> {
+) -> Result<Bytes, Failure> {
     let key = generate_key();
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -162,28 +137,37 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         env!("CARGO_PKG_VERSION"),
     );
     let io_fail = |e: io::Error| TunnelError::WebSocket(format!("WebSocket upgrade failed: {e}"));
+    // Nothing read yet: the server never saw (or never took) the request.
+    let unanswered = |e: io::Error| Failure::Unanswered(io_fail(e));
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(io_fail)?;
-    stream.flush().await.map_err(io_fail)?;
+        .map_err(unanswered)?;
+    stream.flush().await.map_err(unanswered)?;
     let mut buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     loop {
-        if let Some(head_len) = parse_response(&buf, &key)? {
+        if let Some(head_len) = parse_response(&buf, &key).map_err(Failure::Answered)? {
             buf.advance(head_len);
             return Ok(buf.freeze());
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(TunnelError::WebSocket(
+            return Err(Failure::Answered(TunnelError::WebSocket(
                 "WebSocket upgrade failed: response head too large".into(),
-            ));
+            )));
         }
         buf.reserve(HEAD_READ_CHUNK);
-        if stream.read_buf(&mut buf).await.map_err(io_fail)? == 0 {
-            return Err(TunnelError::WebSocket(
+        let closed = || {
+            TunnelError::WebSocket(
                 "WebSocket upgrade failed: the Bastion closed the connection before answering"
                     .into(),
-            ));
+            )
+        };
+        match stream.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => return Err(Failure::Unanswered(closed())),
+            Ok(0) => return Err(Failure::Answered(closed())),
+            Ok(_) => {}
+            Err(e) if buf.is_empty() => return Err(unanswered(e)),
+            Err(e) => return Err(Failure::Answered(io_fail(e))),
         }
     }
 }
@@ -329,13 +313,6 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
         let err = parse_response(b"\x16\x03\x01garbage\r\n\r\n", KEY).unwrap_err();
         assert!(err.to_string().contains("malformed"), "{err}");
-    }
-
-    #[test]
-    fn splits_host_and_port() {
-        assert_eq!(split_host_port("bst.example"), ("bst.example", 443));
-        assert_eq!(split_host_port("127.0.0.1:8443"), ("127.0.0.1", 8443));
-        assert_eq!(split_host_port("[::1]:8443"), ("::1", 8443));
     }
 
     #[tokio::test]

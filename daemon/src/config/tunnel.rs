@@ -31,12 +31,27 @@ const DEFAULT_SETUP_ATTEMPTS: u32 = 4;
 /// Longest a client waits for its tunnel, retries included: ssh's default
 /// ConnectTimeout is the kernel's (~2 min), IDEs give up after 15–60 s.
 const DEFAULT_SETUP_TIMEOUT_SECS: u64 = 30;
+/// Spare TLS connections per recently used Bastion host: one takes the next
+/// WebSocket upgrade and one the next token POST when no kept-alive
+/// connection is left; more only help bursts, which dial for themselves.
+const DEFAULT_SPARE_CONNECTIONS: usize = 2;
+/// A spare is replaced before it has been idle this long: servers close
+/// connections that carry no request (Tomcat's default is 20 s), and a spare
+/// found closed costs the tunnel a new dial.
+const DEFAULT_SPARE_MAX_IDLE_SECS: u64 = 15;
+/// Spares are kept this long after a host's last tunnel: a working session's
+/// next ssh or IDE connection, not a Bastion held warm for a day.
+const DEFAULT_SPARE_WARM_SECS: u64 = 600;
 
 /// Upper bounds: generous for any real use, far from overflowing a timer.
 const MAX_KEEPALIVE_SECS: u64 = 3600;
 const MAX_EOF_LINGER_SECS: u64 = 300;
 const MAX_SETUP_TIMEOUT_SECS: u64 = 600;
 const MAX_SETUP_ATTEMPTS: u32 = 20;
+/// More spares than this only hold sockets on the Bastion.
+const MAX_SPARE_CONNECTIONS: u64 = 16;
+const MAX_SPARE_MAX_IDLE_SECS: u64 = 3600;
+const MAX_SPARE_WARM_SECS: u64 = 24 * 3600;
 /// Frames below this cost more in headers than they carry.
 const MIN_FRAME_BYTES: usize = 512;
 /// Frames above this only risk Close 1009 and hold more memory per write.
@@ -58,6 +73,12 @@ pub struct TunnelSettings {
     /// Longest a connection's setup may take, retries and waiting for a
     /// session slot (`max_sessions`) included.
     pub setup_timeout_secs: u64,
+    /// Spare TLS connections kept per recently used Bastion host; 0 turns them off.
+    pub spare_connections: usize,
+    /// A spare (or kept-alive) connection idle this long is replaced.
+    pub spare_max_idle_secs: u64,
+    /// How long after a host's last tunnel its spares are kept.
+    pub spare_warm_secs: u64,
 }
 
 impl Default for TunnelSettings {
@@ -69,6 +90,9 @@ impl Default for TunnelSettings {
             eof_linger_secs: DEFAULT_EOF_LINGER_SECS,
             setup_attempts: DEFAULT_SETUP_ATTEMPTS,
             setup_timeout_secs: DEFAULT_SETUP_TIMEOUT_SECS,
+            spare_connections: DEFAULT_SPARE_CONNECTIONS,
+            spare_max_idle_secs: DEFAULT_SPARE_MAX_IDLE_SECS,
+            spare_warm_secs: DEFAULT_SPARE_WARM_SECS,
         }
     }
 }
@@ -90,7 +114,7 @@ impl TunnelSettings {
     }
 
     pub(super) fn validate(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let ranges: [(&str, u64, u64, u64); 9] = [
             (
                 "keepalive_interval_secs",
                 self.keepalive_interval_secs,
@@ -126,6 +150,24 @@ impl TunnelSettings {
                 self.setup_timeout_secs,
                 1,
                 MAX_SETUP_TIMEOUT_SECS,
+            ),
+            (
+                "spare_connections",
+                self.spare_connections as u64,
+                0,
+                MAX_SPARE_CONNECTIONS,
+            ),
+            (
+                "spare_max_idle_secs",
+                self.spare_max_idle_secs,
+                1,
+                MAX_SPARE_MAX_IDLE_SECS,
+            ),
+            (
+                "spare_warm_secs",
+                self.spare_warm_secs,
+                0,
+                MAX_SPARE_WARM_SECS,
             ),
         ];
         for (key, value, min, max) in ranges {
@@ -171,6 +213,9 @@ mod tests {
             ("eof_linger_secs = 100000", "eof_linger_secs"),
             ("setup_attempts = 0", "setup_attempts"),
             ("setup_timeout_secs = 0", "setup_timeout_secs"),
+            ("spare_connections = 17", "spare_connections"),
+            ("spare_max_idle_secs = 0", "spare_max_idle_secs"),
+            ("spare_warm_secs = 100000", "spare_warm_secs"),
         ] {
             let error = tunnel(text).unwrap_err();
             assert!(
