@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::cli::ConnectArgs;
 use crate::daemon::{self, rpc_error};
+use crate::stdio;
 
 /// One read of stdin becomes one `data` message: large enough for bulk
 /// copies, far below tonic's 4 MiB message limit.
@@ -32,6 +33,7 @@ const OUTBOUND_QUEUE: usize = 4;
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<()> {
+    let (stdin, mut stdout, _restore) = stdio::open().context("cannot set up stdin and stdout")?;
     let mut client = daemon::connect(socket).await?;
     let (up_tx, up_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let open = ConnectOpen {
@@ -43,7 +45,7 @@ pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<(
         .send(request(Up::Open(open)))
         .await
         .context("cannot queue the open request")?;
-    let stdin_pump = tokio::spawn(pump_stdin(up_tx));
+    let stdin_pump = tokio::spawn(pump_stdin(stdin, up_tx));
     tokio::pin!(stdin_pump);
     let mut stdin_done = false;
     // Set once the target has finished: the end of the RPC is awaited no longer.
@@ -54,7 +56,6 @@ pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<(
         .await
         .map_err(rpc_error)?
         .into_inner();
-    let mut stdout = tokio::io::stdout();
     loop {
         let message = tokio::select! {
             pumped = &mut stdin_pump, if !stdin_done => {
@@ -89,8 +90,10 @@ pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<(
 
 /// Copies stdin to the daemon, then sends `eof` and holds the request
 /// stream open while the target may still answer.
-async fn pump_stdin(up: mpsc::Sender<ConnectRequest>) -> anyhow::Result<()> {
-    let mut stdin = tokio::io::stdin();
+async fn pump_stdin(
+    mut stdin: stdio::Input,
+    up: mpsc::Sender<ConnectRequest>,
+) -> anyhow::Result<()> {
     let mut buf = vec![0u8; STDIN_CHUNK];
     loop {
         let n = stdin.read(&mut buf).await.context("cannot read stdin")?;

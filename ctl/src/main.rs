@@ -7,7 +7,8 @@
 //! - `forward`    : `forward add|list|remove`
 //! - `watch`      : `forward watch`
 //! - `status`     : `status` and `reload`
-//! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand)
+//! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand),
+//!   through `stdio` (pipes on the reactor)
 //! - `ssh_config` : `ssh-config`, a ready `Host` block for ~/.ssh/config
 //! - `service`    : `service install|uninstall|status` (systemd user unit)
 //! - `docs`       : `completions` and `man`
@@ -32,6 +33,7 @@ mod service_env;
 mod settings_file;
 mod ssh_config;
 mod status;
+mod stdio;
 mod watch;
 
 use std::io::Write;
@@ -46,8 +48,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return cli::report_usage_error(err),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: every command is a client of one socket, and `connect`
+    // starts once per ssh, where worker threads would be start-up cost.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
