@@ -215,3 +215,40 @@ async fn binary_serves_with_flags_and_stops_on_sigterm() {
     );
     assert!(!status.1.contains(&token), "tokens never logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_with_latency_ms_serves_a_round_trip_away() {
+    /// The round trip asked for: far above a debug build's own work.
+    const RTT_MS: u64 = 200;
+    let rtt = Duration::from_millis(RTT_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EXE)
+        .args(["--state-dir", dir.path().to_str().unwrap()])
+        .args(["--latency-ms", &RTT_MS.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let json = dir.path().join("emulator.json");
+    tokio::task::spawn_blocking({
+        let json = json.clone();
+        move || wait_for_file(&json)
+    })
+    .await
+    .unwrap();
+    let info = EmulatorInfo::load(&json).unwrap();
+    let client = bastion_tests::emulator::client::BastionClient::new(&info).unwrap();
+    let start = Instant::now();
+    let resp = client
+        .http()
+        .get(client.url("/_emulator/ledger"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let took = start.elapsed();
+    // TCP and TLS handshakes, then the request: three round trips at least.
+    assert!(took >= rtt * 3, "a fresh HTTPS request took {took:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

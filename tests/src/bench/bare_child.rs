@@ -27,10 +27,12 @@ pub struct BareChild {
 }
 
 impl BareChild {
-    /// Starts `bench-bare` for `targets`; returns it and one address per target.
+    /// Starts `bench-bare` for `targets`, its stderr to `stderr`; returns it
+    /// and one address per target.
     pub async fn start(
         emulator_json: &Path,
         targets: &[SocketAddrV4],
+        stderr: Stdio,
     ) -> anyhow::Result<(BareChild, Vec<SocketAddr>)> {
         let mut cmd = Command::new(bins::path("bench-bare")?);
         cmd.arg("--emulator-json").arg(emulator_json);
@@ -40,7 +42,7 @@ impl BareChild {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .context("cannot start bench-bare")?;

@@ -10,7 +10,10 @@
 //!   [`bare_child`]: running it as the `bench-bare` process
 //! - [`pattern`]: the bytes moved and their checks
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
+//! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
+//! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
 //! - [`suite`]: one run, measurement by measurement
+//! - [`log`]: where everything but the table goes
 //! - [`metric`], [`stats`]: named figures, percentiles, medians, ratios
 //! - [`targets`]: the performance goals judged on the figures
 //! - [`machine`], [`report`]: what ran where, the table and the JSON file
@@ -20,21 +23,25 @@ pub mod bare_child;
 pub mod bulk;
 pub mod concurrency;
 pub mod latency;
+pub mod log;
 pub mod machine;
 pub mod metric;
 pub mod options;
 pub mod pattern;
+pub mod proxycommand;
 pub mod report;
 pub mod resources;
 pub mod stats;
 pub mod suite;
 pub mod targets;
+pub mod wan;
 pub mod world;
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use log::BenchLog;
 use machine::Machine;
 use metric::Sheet;
 use options::{Flags, Options};
@@ -44,9 +51,12 @@ use report::Report;
 const COMMAND: &str = "cargo run --release -p bastion-tests --bin bench --";
 /// Where the JSON goes by default, under the Cargo target directory.
 const DEFAULT_JSON: &str = "bench/bench.json";
+/// Where the logs go by default, next to the JSON.
+const DEFAULT_LOG: &str = "bench/bench.log";
 
-/// Runs the benchmark `flags` asks for; failures are in the report.
-pub async fn run(flags: &Flags) -> anyhow::Result<Report> {
+/// Runs the benchmark `flags` asks for; failures are in the report, the
+/// logs in `log`, one line per run on stderr.
+pub async fn run(flags: &Flags, log: &BenchLog) -> anyhow::Result<Report> {
     let opts = Options::resolve(flags);
     let mut machine = Machine::describe();
     let bytes = opts.bulk_bytes;
@@ -57,7 +67,9 @@ pub async fn run(flags: &Flags) -> anyhow::Result<Report> {
     let mut failures = Vec::new();
     for i in 1..=opts.runs {
         let tag = format!("run {i}/{}", opts.runs);
-        let out = suite::run(&opts, &tag, &upload_sha256).await;
+        eprintln!("bench: {tag}");
+        log.line(&format!("=== {tag} ==="));
+        let out = suite::run(&opts, &tag, &upload_sha256, log).await;
         runs.push(out.sheet);
         failures.extend(out.failures);
     }
@@ -81,9 +93,17 @@ pub async fn run(flags: &Flags) -> anyhow::Result<Report> {
 /// `<target dir>/bench/bench.json`, the target dir being the one this
 /// binary was built into (`target/release/bench` → `target/`).
 pub fn default_json_path() -> PathBuf {
+    target_dir().join(DEFAULT_JSON)
+}
+
+/// `<target dir>/bench/bench.log`.
+pub fn default_log_path() -> PathBuf {
+    target_dir().join(DEFAULT_LOG)
+}
+
+fn target_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
         .unwrap_or_else(|| PathBuf::from("target"))
-        .join(DEFAULT_JSON)
 }

@@ -34,6 +34,13 @@ const QUICK_EXTRA_FORWARDS: usize = 4;
 /// Independent runs (fresh emulator and daemon each); figures are their medians.
 const RUNS: usize = 3;
 const QUICK_RUNS: usize = 1;
+/// WAN mode (`--rtt-ms`): every setup costs whole round trips (~0.2 s at
+/// 40 ms), so fewer connections; 60 still give a steady median and p90.
+const WAN_SETUP_CONNS: usize = 60;
+const QUICK_WAN_SETUP_CONNS: usize = 20;
+/// WAN mode: each round trip takes the emulated RTT, and they hardly vary.
+const WAN_RTT_COUNT: usize = 50;
+const QUICK_WAN_RTT_COUNT: usize = 10;
 
 /// Benchmark of bastiond against the Bastion emulator: (a) a bastiond forward,
 /// (b) a bare protocol client without daemon, (c) direct TCP, side by side.
@@ -74,9 +81,19 @@ pub struct Flags {
     /// process boundary a daemon cannot avoid.
     #[arg(long)]
     pub bare_in_process: bool,
+    /// WAN mode: put this round trip (ms) in front of the emulator and of the
+    /// direct path's echo, and measure only setup (in RTT units) and round
+    /// trips; bulk, concurrency and idle resources are skipped. 0 = the LAN
+    /// benchmark [setup conns default: 60, quick: 20; round trips: 50, quick: 10].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rtt_ms: u64,
     /// Where the JSON report goes [default: target/bench/bench.json].
     #[arg(long, value_name = "PATH")]
     pub json_out: Option<PathBuf>,
+    /// Where the logs go (daemons, bench-bare, emulator, progress)
+    /// [default: target/bench/bench.log].
+    #[arg(long, value_name = "PATH")]
+    pub log_out: Option<PathBuf>,
     /// A `[tunnel]` setting for the daemon, as KEY=VALUE (repeatable), e.g.
     /// `--tunnel max_frame_bytes=4096` to compare frame sizes.
     #[arg(long, value_name = "KEY=VALUE")]
@@ -88,6 +105,8 @@ pub struct Flags {
 pub struct Options {
     pub quick: bool,
     pub bare_in_process: bool,
+    /// The emulated round trip in WAN mode; 0 = LAN.
+    pub rtt_ms: u64,
     pub runs: usize,
     pub bulk_bytes: u64,
     pub setup_conns: usize,
@@ -107,8 +126,20 @@ impl Options {
         Duration::from_secs(self.idle_secs)
     }
 
+    /// The emulated round trip; None on the LAN.
+    pub fn wan_rtt(&self) -> Option<Duration> {
+        (self.rtt_ms > 0).then(|| Duration::from_millis(self.rtt_ms))
+    }
+
     pub fn resolve(flags: &Flags) -> Options {
         let q = flags.quick;
+        let wan = flags.rtt_ms > 0;
+        let (setup_conns, rtt_count) = match (wan, q) {
+            (false, false) => (SETUP_CONNS, RTT_COUNT),
+            (false, true) => (QUICK_SETUP_CONNS, QUICK_RTT_COUNT),
+            (true, false) => (WAN_SETUP_CONNS, WAN_RTT_COUNT),
+            (true, true) => (QUICK_WAN_SETUP_CONNS, QUICK_WAN_RTT_COUNT),
+        };
         let pick = |given: Option<u64>, full: u64, quick: u64| {
             given.unwrap_or(if q { quick } else { full })
         };
@@ -118,10 +149,11 @@ impl Options {
         Options {
             quick: q,
             bare_in_process: flags.bare_in_process,
+            rtt_ms: flags.rtt_ms,
             runs: pick_n(flags.runs, RUNS, QUICK_RUNS).max(1),
             bulk_bytes: pick(flags.bulk_mib, BULK_MIB, QUICK_BULK_MIB).max(1) << 20,
-            setup_conns: pick_n(flags.setup_conns, SETUP_CONNS, QUICK_SETUP_CONNS).max(1),
-            rtt_count: pick_n(flags.rtt_count, RTT_COUNT, QUICK_RTT_COUNT).max(1),
+            setup_conns: flags.setup_conns.unwrap_or(setup_conns).max(1),
+            rtt_count: flags.rtt_count.unwrap_or(rtt_count).max(1),
             conc_levels: flags
                 .conc_levels
                 .clone()

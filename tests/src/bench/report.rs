@@ -56,9 +56,23 @@ impl Report {
         let _ = writeln!(out, "command: {}", self.command);
         let _ = writeln!(
             out,
-            "medians of {} run(s); MB = 10^6 bytes; a/b and a/c: medians of each run's ratio\n",
+            "medians of {} run(s); MB = 10^6 bytes; a/b and a/c: medians of each run's ratio",
             self.runs.len()
         );
+        let _ = writeln!(
+            out,
+            "(a2): `bastionctl connect` as ssh's ProxyCommand, spawn→first echo, in the (a) column; \
+             \"alongside (a2)\": forward setups taken in turns with it"
+        );
+        if self.options.rtt_ms > 0 {
+            let _ = writeln!(
+                out,
+                "WAN mode: {} ms round trip in front of the emulator and of (c)'s echo; RTT = ms / {}; \
+                 bulk, concurrency, idle memory and CPU not measured",
+                self.options.rtt_ms, self.options.rtt_ms
+            );
+        }
+        out.push('\n');
         let rows: Vec<[String; 7]> = self
             .median
             .0
@@ -86,14 +100,14 @@ impl Report {
         ]
         .map(str::to_owned);
         render(&mut out, &header, &rows);
-        let _ = writeln!(out, "\ngoals (issue 5, part 2):");
+        let _ = writeln!(out, "\ngoals (issues 5 and 9):");
         for v in &self.targets {
             let verdict = match v.met {
                 Some(true) => "met",
                 Some(false) => "MISSED",
                 None => "not measured",
             };
-            let _ = writeln!(out, "  {:<34} {:>10}  {verdict}", v.goal, number(v.value));
+            let _ = writeln!(out, "  {:<42} {:>10}  {verdict}", v.goal, number(v.value));
         }
         if !self.failures.is_empty() {
             let _ = writeln!(out, "\nfailures:");

@@ -1,13 +1,17 @@
 //! One run of the benchmark: a fresh world, every measurement on every path
 //! in turn ((a), (b), (c) back to back, so drift in the machine's load hits
 //! them alike), waiting for the emulator to be quiet between measurements.
-//! Failures are recorded and the run goes on; nothing panics.
+//! Failures are recorded and the run goes on; nothing panics. Progress goes
+//! to the bench log. WAN mode (`--rtt-ms`) measures only setup and round
+//! trips ([`wan`](super::wan)); the LAN run adds the ProxyCommand figures
+//! ([`proxycommand`](super::proxycommand)) after its latency.
 
 use std::time::Duration;
 
 use super::bulk;
 use super::concurrency;
 use super::latency;
+use super::log::BenchLog;
 use super::metric::{Better, Sheet};
 use super::options::Options;
 use super::resources;
@@ -25,9 +29,9 @@ pub struct RunOutput {
 }
 
 /// Runs every measurement once; `tag` prefixes progress lines ("run 1/3").
-pub async fn run(opts: &Options, tag: &str, upload_sha256: &str) -> RunOutput {
+pub async fn run(opts: &Options, tag: &str, upload_sha256: &str, log: &BenchLog) -> RunOutput {
     let mut out = RunOutput::default();
-    let world = match World::start(opts.bare_in_process, &opts.tunnel).await {
+    let world = match World::start(opts, log).await {
         Ok(world) => world,
         Err(e) => {
             out.failures.push(format!("{tag}: cannot start: {e:#}"));
@@ -39,13 +43,19 @@ pub async fn run(opts: &Options, tag: &str, upload_sha256: &str) -> RunOutput {
         opts,
         out,
         world,
+        log,
     };
-    if run.measure(upload_sha256).await {
+    let measured = if opts.wan_rtt().is_some() {
+        run.measure_wan().await
+    } else {
+        run.measure(upload_sha256).await
+    };
+    if measured {
         let settled = run.world.settle().await;
         run.note("teardown", settled);
     }
     let Run { mut out, world, .. } = run;
-    match world.stop().await {
+    match world.stop(log, tag).await {
         Ok(0) => {}
         Ok(leaked) => out.failures.push(format!(
             "{tag}: {leaked} Bastion sessions left after shutdown"
@@ -55,36 +65,39 @@ pub async fn run(opts: &Options, tag: &str, upload_sha256: &str) -> RunOutput {
     out
 }
 
-struct Run<'a> {
-    tag: &'a str,
-    opts: &'a Options,
-    out: RunOutput,
-    world: World,
+/// One run in progress; the measurements of other files add to it.
+pub(super) struct Run<'a> {
+    pub(super) tag: &'a str,
+    pub(super) opts: &'a Options,
+    pub(super) out: RunOutput,
+    pub(super) world: World,
+    pub(super) log: &'a BenchLog,
 }
 
 impl Run<'_> {
     /// Keeps a result's value, or records its failure.
-    fn note<T>(&mut self, what: &str, result: anyhow::Result<T>) -> Option<T> {
+    pub(super) fn note<T>(&mut self, what: &str, result: anyhow::Result<T>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(e) => {
                 let failure = format!("{}: {what}: {e:#}", self.tag);
-                eprintln!("FAILED {failure}");
+                self.log.line(&format!("FAILED {failure}"));
                 self.out.failures.push(failure);
                 None
             }
         }
     }
 
-    fn progress(&self, what: &str, path: Path, value: Option<f64>, unit: &str) {
-        match value {
-            Some(v) => eprintln!("[{}] {what} {}: {v:.3} {unit}", self.tag, path.label()),
-            None => eprintln!("[{}] {what} {}: failed", self.tag, path.label()),
-        }
+    /// A progress line for the log: `what` on `path` came out at `value`.
+    pub(super) fn progress(&self, what: &str, path: &str, value: Option<f64>, unit: &str) {
+        self.log.line(&match value {
+            Some(v) => format!("[{}] {what} {path}: {v:.3} {unit}", self.tag),
+            None => format!("[{}] {what} {path}: failed", self.tag),
+        });
     }
 
     /// Lets the emulator drain between measurements; a failure is recorded.
-    async fn settle(&mut self, after: &str) {
+    pub(super) async fn settle(&mut self, after: &str) {
         let settled = self.world.settle().await;
         self.note(&format!("sessions after {after}"), settled);
     }
@@ -98,6 +111,7 @@ impl Run<'_> {
         // below, pools of idle HTTPS connections linger for a while.
         self.warm_up().await;
         self.latency().await;
+        self.proxycommand().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;
         self.concurrency().await;
@@ -153,7 +167,7 @@ impl Run<'_> {
 
     /// One connection per path first: the daemon fetches its token (az) and
     /// looks the bastion up, and every path's TLS session gets cached.
-    async fn warm_up(&mut self) {
+    pub(super) async fn warm_up(&mut self) {
         for path in Path::ALL {
             let opened = latency::open(self.world.routes(path).echo).await;
             self.note(&format!("warm-up {}", path.label()), opened.map(drop));
@@ -187,7 +201,7 @@ impl Run<'_> {
             let what = format!("{n} idle connections {}", path.label());
             rss[i] = self.note(&format!("RSS with {what}"), per_conn);
             cpu[i] = self.note(&format!("CPU with {what}"), busy);
-            self.progress("RSS per idle conn", path, rss[i], "KiB");
+            self.progress("RSS per idle conn", path.label(), rss[i], "KiB");
             self.settle("idle connections").await;
         }
         let sheet = &mut self.out.sheet;
@@ -228,7 +242,7 @@ impl Run<'_> {
                 let after = process.map(|p| p.cpu());
                 let took = self.note(&format!("bulk {kind} {}", path.label()), took);
                 rate[i] = took.map(|t| bulk::mb_per_sec(bytes, t));
-                self.progress(&format!("bulk {kind}"), path, rate[i], "MB/s");
+                self.progress(&format!("bulk {kind}"), path.label(), rate[i], "MB/s");
                 if let (Some(_), Some(Ok(before)), Some(Ok(after))) = (took, before, after) {
                     cpu[i] = Some(after.saturating_sub(before));
                 }
@@ -284,14 +298,14 @@ impl Run<'_> {
                 setup[0][i] = percentile_ms(&s, 50.0);
                 setup[1][i] = percentile_ms(&s, 99.0);
             }
-            self.progress("setup p50", path, setup[0][i], "ms");
+            self.progress("setup p50", path.label(), setup[0][i], "ms");
             self.settle("setup").await;
             let samples = latency::rtt_samples(echo, count).await;
             if let Some(s) = self.note(&format!("round trip {}", path.label()), samples) {
                 rtt[0][i] = percentile_ms(&s, 50.0);
                 rtt[1][i] = percentile_ms(&s, 99.0);
             }
-            self.progress("round trip p50", path, rtt[0][i], "ms");
+            self.progress("round trip p50", path.label(), rtt[0][i], "ms");
             self.settle("round trips").await;
         }
         let sheet = &mut self.out.sheet;
@@ -340,7 +354,12 @@ impl Run<'_> {
                 throughput[i] = Some(level.throughput);
                 errors[i] = Some(level.errors as f64);
                 setup[i] = Some(level.setup_secs);
-                self.progress(&format!("{conns} conns"), path, throughput[i], "MB/s");
+                self.progress(
+                    &format!("{conns} conns"),
+                    path.label(),
+                    throughput[i],
+                    "MB/s",
+                );
                 if let Some(first) = level.first_error {
                     let failure: anyhow::Result<()> = Err(anyhow::anyhow!(
                         "{} of {conns} failed; first: {first}",

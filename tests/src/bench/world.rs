@@ -3,6 +3,8 @@
 //! READY=1), its forwards added with the real `bastionctl`, the bare client
 //! (the `bench-bare` process, or in this process with `--bare-in-process`).
 //! Each [`Path`] has its [`Routes`] to the emulator's echo, source and sink.
+//! In WAN mode (`--rtt-ms`) the emulator sits behind a delay line, and so do
+//! the services direct TCP reaches (there is no Bastion in between to pay it).
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -13,8 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use super::bare::Bare;
 use super::bare_child::BareChild;
+use super::log::BenchLog;
+use super::options::Options;
 use super::resources::Process;
-use crate::emulator::{ECHO_IP, INFO_FILE, SINK_IP, SOURCE_IP};
+use crate::emulator::{ECHO_IP, INFO_FILE, SINK_IP, SOURCE_IP, latency_proxy};
 use crate::harness::net::local;
 use crate::harness::{Daemon, TestEnv};
 
@@ -86,10 +90,22 @@ pub struct World {
     cancel: CancellationToken,
 }
 
+/// The echo target as the daemon knows it, for `bastionctl connect`.
+pub fn echo_target() -> String {
+    format!("{ECHO_IP}:{ECHO_PORT}")
+}
+
 impl World {
-    /// Emulator, daemon (no forwards yet) and the bare client.
-    pub async fn start(bare_in_process: bool, tunnel: &[String]) -> anyhow::Result<World> {
-        let env = TestEnv::start().await.context("starting the emulator")?;
+    /// Emulator (behind the WAN delay line if `opts` asks), daemon (no
+    /// forwards yet) and the bare client; logs go to `log`.
+    pub async fn start(opts: &Options, log: &BenchLog) -> anyhow::Result<World> {
+        let (bare_in_process, tunnel) = (opts.bare_in_process, &opts.tunnel);
+        let rtt = opts.wan_rtt().unwrap_or_default();
+        let mut env = TestEnv::start_with_latency(rtt)
+            .await
+            .context("starting the emulator")?;
+        // The daemon's logs go to the bench log (`stop`), not to the terminal.
+        env.quiet();
         // The concurrency workload holds up to 1000 tunnels open at once to
         // measure the daemon, not a Bastion's session limit (the emulator has
         // none): lift the daemon's `max_sessions` cap for it.
@@ -124,7 +140,7 @@ impl World {
             (None, addrs)
         } else {
             let info = env.emulator.info().config_file.with_file_name(INFO_FILE);
-            let (child, addrs) = BareChild::start(&info, &targets).await?;
+            let (child, addrs) = BareChild::start(&info, &targets, log.stdio()).await?;
             (Some(child), addrs)
         };
         let bare_process = bare_child.as_ref().map(|c| Process::new(c.pid()));
@@ -133,11 +149,16 @@ impl World {
         };
         let bare_routes = Routes { echo, source, sink };
         let services = env.emulator.info().services;
-        let direct = Routes {
+        let mut direct = Routes {
             echo: services.echo,
             source: services.source,
             sink: services.sink,
         };
+        if let Some(rtt) = opts.wan_rtt() {
+            for addr in [&mut direct.echo, &mut direct.source, &mut direct.sink] {
+                *addr = latency_proxy(*addr, rtt, &tasks, &cancel).await?;
+            }
+        }
         Ok(World {
             env,
             daemon,
@@ -206,8 +227,14 @@ impl World {
 
     /// SIGTERM to the daemon (it deletes its sessions first), then the bare
     /// client, the sink and the emulator; returns the sessions left behind.
-    pub async fn stop(mut self) -> anyhow::Result<u64> {
-        let status = self.daemon.stop().await?;
+    /// The daemon's stderr goes to `log`, under `tag`.
+    pub async fn stop(mut self, log: &BenchLog, tag: &str) -> anyhow::Result<u64> {
+        let status = self.daemon.stop().await;
+        log.line(&format!(
+            "--- {tag}: bastiond stderr ---\n{}",
+            self.env.all_logs().trim_end()
+        ));
+        let status = status?;
         anyhow::ensure!(status.success(), "bastiond exited with {status}");
         if let Some(child) = self.bare_child {
             child.stop().await?;

@@ -53,6 +53,11 @@ struct ServeArgs {
     /// Listening port on 127.0.0.1 (0 = OS-chosen).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// WAN mode: a round trip of N ms between the emulator and its clients
+    /// (N/2 each way, plus a TCP handshake's round trip before a new
+    /// connection's first bytes); 0 = none.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
     /// Lifetime of the tokens Entra and the fake az mint [default: 1 hour].
     #[arg(long)]
     token_lifetime_secs: Option<u64>,
@@ -146,6 +151,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state_dir = args.state_dir.clone().context("--state-dir is required")?;
     let mut cfg = EmulatorConfig::new(&state_dir);
     cfg.port = args.port;
+    cfg.latency = Duration::from_millis(args.latency_ms);
     cfg.emulator_exe = Some(std::env::current_exe().context("locating this executable")?);
     if let Some(secs) = args.token_lifetime_secs {
         cfg.token_lifetime = Duration::from_secs(secs);
@@ -159,8 +165,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let emulator = Emulator::start_with_faults(cfg, |f| arm_faults(f, &args)).await?;
     let info = emulator.info();
+    let wan = match args.latency_ms {
+        0 => String::new(),
+        ms => format!(" ({ms} ms round trip away)"),
+    };
     eprintln!(
-        "bastion-emulator ready on https://{}\n  config:   {}\n  CA:       {}\n  bastion:  {}\n  run:      PATH={}:$PATH bastiond --config {}",
+        "bastion-emulator ready on https://{}{wan}\n  config:   {}\n  CA:       {}\n  bastion:  {}\n  run:      PATH={}:$PATH bastiond --config {}",
         info.endpoint,
         info.config_file.display(),
         info.ca_file.display(),

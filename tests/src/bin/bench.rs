@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bastion_tests::bench::{self, options::Flags};
+use bastion_tests::bench::{self, log::BenchLog, options::Flags};
 use clap::Parser as _;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
@@ -18,7 +18,6 @@ const DEFAULT_LOG_FILTER: &str = "warn";
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    bastion_tests::init_logging(DEFAULT_LOG_FILTER);
     match run(&flags) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -31,12 +30,22 @@ fn main() -> ExitCode {
 
 /// Ok(false) when some measurement failed (the report says which).
 fn run(flags: &Flags) -> anyhow::Result<bool> {
+    let log_path = flags
+        .log_out
+        .clone()
+        .unwrap_or_else(bench::default_log_path);
+    let log = BenchLog::create(&log_path)?;
+    log.init_tracing(DEFAULT_LOG_FILTER);
+    eprintln!(
+        "bench: logs (daemons, bench-bare, emulator, progress) go to {}",
+        log_path.display()
+    );
     raise_fd_limit()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(bench::run(flags))?;
+    let report = runtime.block_on(bench::run(flags, &log))?;
     let json = flags
         .json_out
         .clone()

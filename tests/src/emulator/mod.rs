@@ -6,7 +6,8 @@
 //! lookup, `dataplane` token POST/DELETE, `sessions` their state, `tunnel` the
 //! WebSocket upgrade, `relay` the byte pump, `vnet` target services, `ledger`
 //! counters, `faults` switches, `vms` the VMs ARM lists, `fake_az` the Azure CLI stand-in, `info` files on
-//! disk, `http` response helpers, `server` the listener and router.
+//! disk, `http` response helpers, `server` the listener and router, `latency`
+//! the WAN delay line in front of it (with `precise_sleep` its timer).
 
 mod arm;
 mod arm_list;
@@ -17,7 +18,9 @@ mod fake_az;
 mod faults;
 mod http;
 mod info;
+mod latency;
 mod ledger;
+mod precise_sleep;
 mod relay;
 mod server;
 mod sessions;
@@ -40,6 +43,7 @@ use tokio_util::task::TaskTracker;
 pub use fake_az::{AZ_USER, az_main};
 pub use faults::{DropMode, FaultBody, Faults, HandshakeQuirk};
 pub use info::EmulatorInfo;
+pub use latency::latency_proxy;
 pub use ledger::Ledger;
 pub use sessions::WS_TOKEN_TTL;
 pub use tls::client_config;
@@ -69,6 +73,12 @@ pub struct EmulatorConfig {
     pub token_lifetime: Duration,
     /// The bastion-emulator binary, used by the fake az; None = no fake az.
     pub emulator_exe: Option<PathBuf>,
+    /// WAN mode: the round trip between the emulator and its clients. When
+    /// set, the advertised endpoint (`port`, ARM's dnsName, config.toml,
+    /// emulator.json, the fake az) is a [`latency_proxy`] in front of the
+    /// real listener; the VNet services stay local (they are the Bastion's
+    /// neighbours, not the client's). Zero, the default: no proxy.
+    pub latency: Duration,
 }
 
 impl EmulatorConfig {
@@ -79,6 +89,7 @@ impl EmulatorConfig {
             bastions: vec![BastionSpec::standard("hub")],
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             emulator_exe: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -171,15 +182,30 @@ impl Emulator {
         let ca_file = dir.join("ca.pem");
         info::write_atomic(&ca_file, server_tls.ca_pem.as_bytes())?;
 
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.port))
+        let advertised = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.port))
             .await
             .with_context(|| format!("binding 127.0.0.1:{}", cfg.port))?;
-        let endpoint = listener.local_addr()?.to_string();
+        let endpoint = advertised.local_addr()?.to_string();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let vnet = vnet::Vnet::start(&tracker, &cancel)
-            .await
-            .context("starting VNet services")?;
+        let listener = if cfg.latency.is_zero() {
+            advertised
+        } else {
+            let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("binding the listener behind the delay line")?;
+            let upstream = internal.local_addr()?;
+            latency::spawn_latency_proxy(advertised, upstream, cfg.latency, &tracker, &cancel);
+            internal
+        };
+        let vnet = match vnet::Vnet::start(&tracker, &cancel).await {
+            Ok(vnet) => vnet,
+            Err(e) => {
+                // Stops the delay line and any service already started.
+                cancel.cancel();
+                return Err(e).context("starting VNet services");
+            }
+        };
 
         let info = EmulatorInfo {
             endpoint: endpoint.clone(),
@@ -212,7 +238,7 @@ impl Emulator {
             emulator.shared.cancel.cancel();
             return Err(e);
         }
-        tracing::info!(endpoint, "emulator ready");
+        tracing::info!(endpoint, latency = ?cfg.latency, "emulator ready");
         Ok(emulator)
     }
 

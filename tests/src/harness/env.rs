@@ -2,12 +2,15 @@
 //! XDG directories, a HOME, the emulator's state dir and the daemon logs;
 //! the emulator runs in-process and its config.toml is the daemon's.
 //! When it ends it replays the tail of every daemon log (libtest shows it
-//! for failed tests only); `BASTION_E2E_KEEP=1` keeps the temp dir.
+//! for failed tests only) unless told to stay [`quiet`](TestEnv::quiet);
+//! `BASTION_E2E_KEEP=1` keeps the temp dir. [`TestEnv::start_with_latency`]
+//! puts a WAN round trip between the emulator and everything else.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 use tempfile::TempDir;
@@ -47,12 +50,20 @@ pub struct TestEnv {
     /// Distinct names for the log and notify socket of each daemon started.
     daemons: AtomicUsize,
     logs: Mutex<Vec<PathBuf>>,
+    /// Whether dropping the env replays the daemon logs to stderr.
+    replay_logs: bool,
 }
 
 impl TestEnv {
     /// An emulator with its defaults (one bastion "hub").
     pub async fn start() -> anyhow::Result<TestEnv> {
         Self::start_with(|_| {}).await
+    }
+
+    /// An emulator `rtt` away from the daemon, bastionctl and the fake az
+    /// (see [`EmulatorConfig::latency`]); its VNet services stay local to it.
+    pub async fn start_with_latency(rtt: Duration) -> anyhow::Result<TestEnv> {
+        Self::start_with(|config| config.latency = rtt).await
     }
 
     /// An emulator configured by `customize` (bastions, token lifetime, ...).
@@ -75,6 +86,7 @@ impl TestEnv {
             dir,
             daemons: AtomicUsize::new(0),
             logs: Mutex::new(Vec::new()),
+            replay_logs: true,
         };
         for sub in ["run", "config/bastiond", "state", "home"] {
             std::fs::create_dir_all(env.root().join(sub))?;
@@ -171,6 +183,12 @@ impl TestEnv {
             .push(path);
     }
 
+    /// No replay of the daemon logs when this env ends: for a caller that
+    /// keeps them elsewhere (the bench, whose output is its table).
+    pub fn quiet(&mut self) {
+        self.replay_logs = false;
+    }
+
     /// Everything every daemon of this env wrote to stderr, in start order.
     pub fn all_logs(&self) -> String {
         let paths = self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -184,6 +202,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if !self.replay_logs {
+            return;
+        }
         let paths = self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for path in paths {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
