@@ -65,6 +65,7 @@ struct Switches {
     quirk_every: u64,
     upgrades: u64,
     max_frame: Option<usize>,
+    close_idle_after: Option<Duration>,
 }
 
 /// The emulator's mutable world: fault switches and the bastions' live settings.
@@ -169,6 +170,13 @@ impl Faults {
         self.with(|s| s.max_frame = max);
     }
 
+    /// New connections that wait this long for a request (the first, or
+    /// the next on a kept-alive one) are closed, as a server's idle timeout
+    /// does (Tomcat's `connectionTimeout`); `None` keeps them open.
+    pub fn close_idle_after(&self, after: Option<Duration>) {
+        self.with(|s| s.close_idle_after = after);
+    }
+
     /// Live and new tunnels stop relaying and stop answering pings (until turned off).
     pub fn stall_websockets(&self, on: bool) {
         self.stall.send_replace(on);
@@ -235,6 +243,10 @@ impl Faults {
 
     pub(crate) fn max_frame(&self) -> Option<usize> {
         self.with(|s| s.max_frame)
+    }
+
+    pub(crate) fn idle_close(&self) -> Option<Duration> {
+        self.with(|s| s.close_idle_after)
     }
 
     pub(crate) fn subscribe_drops(&self) -> broadcast::Receiver<DropMode> {

@@ -9,7 +9,7 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -54,7 +54,14 @@ async fn serve_conn(
         let shared = svc_shared.clone();
         async move { Ok::<_, Infallible>(route(&shared, req).await) }
     });
-    let conn = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    if let Some(after) = shared.faults.idle_close() {
+        // hyper's header timer runs while a request head is awaited: on a
+        // new connection and between kept-alive requests, as a server's idle
+        // timeout does.
+        builder.timer(TokioTimer::new()).header_read_timeout(after);
+    }
+    let conn = builder
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
     tokio::pin!(conn);
