@@ -37,8 +37,10 @@ use crate::secret::Secret;
 use crate::websocket::{self, TunnelSocket};
 
 /// Kept-alive POST connections per host: one is enough for sequential
-/// connections; a few more serve a burst without holding many sockets.
-const MAX_KEPT: usize = 4;
+/// connections; a burst (an IDE opening its connections together) finds up to
+/// this many ready the next time instead of paying handshakes, as a pooled
+/// HTTPS client's idle limit would give it (`http::POOL_MAX_IDLE_PER_HOST`).
+const MAX_KEPT: usize = 32;
 /// A spare is replaced once it has been idle this share of
 /// `spare_max_idle_secs`, so its successor is ready before it expires.
 const REFRESH_AT: f64 = 0.75;
