@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bastion_tests::emulator::EmulatorInfo;
@@ -138,31 +138,37 @@ fn bastion_tests_now() -> u64 {
         .as_secs()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_serves_with_flags_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(EXE)
-        .args(["--state-dir", dir.path().to_str().unwrap()])
-        .args([
-            "--fail-token-posts",
-            "1",
-            "--fail-status",
-            "503",
-            "--fail-body",
-            "html",
-        ])
+/// Starts the binary on `dir` with `args` and waits for its emulator.json.
+async fn start_binary(dir: &Path, args: &[&str], stderr: Stdio) -> (Child, EmulatorInfo) {
+    let child = Command::new(EXE)
+        .args(["--state-dir", dir.to_str().unwrap()])
+        .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    let json = dir.path().join("emulator.json");
+    let json = dir.join("emulator.json");
     tokio::task::spawn_blocking({
         let json = json.clone();
         move || wait_for_file(&json)
     })
     .await
     .unwrap();
-    let info = EmulatorInfo::load(&json).unwrap();
+    (child, EmulatorInfo::load(&json).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_with_flags_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = [
+        "--fail-token-posts",
+        "1",
+        "--fail-status",
+        "503",
+        "--fail-body",
+        "html",
+    ];
+    let (mut child, info) = start_binary(dir.path(), &faults, Stdio::piped()).await;
     let client = bastion_tests::emulator::client::BastionClient::new(&info).unwrap();
 
     // The fake az the binary wrote works, and its token opens a tunnel.
@@ -222,21 +228,8 @@ async fn binary_with_latency_ms_serves_a_round_trip_away() {
     const RTT_MS: u64 = 200;
     let rtt = Duration::from_millis(RTT_MS);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(EXE)
-        .args(["--state-dir", dir.path().to_str().unwrap()])
-        .args(["--latency-ms", &RTT_MS.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let json = dir.path().join("emulator.json");
-    tokio::task::spawn_blocking({
-        let json = json.clone();
-        move || wait_for_file(&json)
-    })
-    .await
-    .unwrap();
-    let info = EmulatorInfo::load(&json).unwrap();
+    let latency = ["--latency-ms", &RTT_MS.to_string()];
+    let (mut child, info) = start_binary(dir.path(), &latency, Stdio::null()).await;
     let client = bastion_tests::emulator::client::BastionClient::new(&info).unwrap();
     let start = Instant::now();
     let resp = client
