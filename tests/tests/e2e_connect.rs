@@ -69,6 +69,47 @@ async fn connect_round_trips_mebibytes_over_stdio() -> Result {
 }
 
 #[tokio::test]
+async fn connect_leaves_a_shared_pipe_blocking_as_it_found_it() -> Result {
+    // bastionctl reads a pipe through the reactor, in non-blocking mode; the
+    // pipe's other holders (here: this test, through a second descriptor of
+    // the same read end) must find it blocking again once bastionctl is done.
+    let env = TestEnv::start().await?;
+    let _daemon = Daemon::start(&env).await?;
+    // Close-on-exec: the child must not hold a write end, or it never sees EOF.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let mut child = env
+        .ctl_command(&["connect", "10.1.0.4:7"])?
+        .stdin(Stdio::from(read.try_clone()?))
+        .spawn()?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut write = std::fs::File::from(write);
+    std::io::Write::write_all(&mut write, b"x")?;
+    let mut echoed = [0u8; 1];
+    within("the echo", STEP_TIMEOUT, async {
+        Ok(stdout.read_exact(&mut echoed).await?)
+    })
+    .await?;
+    // While it runs, the read end is non-blocking: the reactor has it.
+    let flags = |fd: &std::os::fd::OwnedFd| {
+        nix::fcntl::OFlag::from_bits_truncate(
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or_default(),
+        )
+    };
+    assert!(flags(&read).contains(nix::fcntl::OFlag::O_NONBLOCK));
+    drop(write);
+    let status = within("bastionctl connect to exit", STEP_TIMEOUT, async {
+        Ok(child.wait().await?)
+    })
+    .await?;
+    assert!(status.success(), "exit {status}");
+    assert!(!flags(&read).contains(nix::fcntl::OFlag::O_NONBLOCK));
+    Ok(())
+}
+
+#[tokio::test]
 async fn connect_to_an_unreachable_target_fails_in_one_line() -> Result {
     let env = TestEnv::start().await?;
     let _daemon = Daemon::start(&env).await?;
