@@ -302,13 +302,21 @@ async fn keep(shared: Arc<Shared>, name: String, wake: Arc<Notify>, cancel: Canc
     let settings = shared.settings;
     let mut retry = DIAL_RETRY_FIRST;
     loop {
-        let plan = match lock(&shared.hosts).get_mut(&name) {
-            Some(host) => host.plan(settings),
-            None => return,
+        let plan = {
+            let mut hosts = lock(&shared.hosts);
+            let Some(host) = hosts.get_mut(&name) else {
+                return;
+            };
+            let plan = host.plan(settings);
+            // Under the same lock as the verdict: a tunnel that just used
+            // the host would otherwise lose its spares.
+            if matches!(plan, Plan::Forget) {
+                hosts.remove(&name);
+            }
+            plan
         };
         match plan {
             Plan::Forget => {
-                lock(&shared.hosts).remove(&name);
                 tracing::debug!(host = %name, "no tunnel for a while: spare connections closed");
                 return;
             }

@@ -77,7 +77,9 @@ pub struct TunnelSettings {
     pub spare_connections: usize,
     /// A spare (or kept-alive) connection idle this long is replaced.
     pub spare_max_idle_secs: u64,
-    /// How long after a host's last tunnel its spares are kept.
+    /// How long after a host's last tunnel its spares are kept (at least 1 s:
+    /// a keeper started and ended for every tunnel would be waste;
+    /// `spare_connections = 0` is the way to keep none).
     pub spare_warm_secs: u64,
 }
 
@@ -166,7 +168,7 @@ impl TunnelSettings {
             (
                 "spare_warm_secs",
                 self.spare_warm_secs,
-                0,
+                1,
                 MAX_SPARE_WARM_SECS,
             ),
         ];
@@ -216,6 +218,7 @@ mod tests {
             ("spare_connections = 17", "spare_connections"),
             ("spare_max_idle_secs = 0", "spare_max_idle_secs"),
             ("spare_warm_secs = 100000", "spare_warm_secs"),
+            ("spare_warm_secs = 0", "spare_warm_secs"),
         ] {
             let error = tunnel(text).unwrap_err();
             assert!(
