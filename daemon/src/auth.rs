@@ -5,11 +5,14 @@
 //! clock (`SystemTime`): a laptop that slept must not send an expired token.
 //! Refreshes are single-flight: concurrent connections wait for one request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, Transport};
+
+use tokio_util::task::TaskTracker;
 
 use crate::config::{CredentialKind, Settings};
 use crate::error::AuthError;
@@ -20,6 +23,12 @@ use crate::secret::Secret;
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// ...or a quarter of the lifetime, so short-lived test tokens still cache.
 const REFRESH_MARGIN_DIVISOR: u32 = 4;
+/// Within its refresh margin, a token with at least this long left is still
+/// handed out while a new one is fetched behind the caller, so the refresh
+/// (one to three round trips to Entra, or an `az` run) stays off the
+/// connection's path; with less left the caller waits for the new one, as a
+/// token expiring mid-setup could be refused.
+const MIN_LEFT_TO_SERVE: Duration = Duration::from_secs(60);
 /// `az` or Entra taking longer than this is stuck; fail the connection
 /// rather than leave the user's ssh hanging.
 const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,6 +125,10 @@ struct Cached {
 }
 
 impl Cached {
+    fn can_serve(&self, now: SystemTime) -> bool {
+        now + MIN_LEFT_TO_SERVE < self.expires_at
+    }
+
     fn is_fresh(&self, now: SystemTime) -> bool {
         let lifetime = self
             .expires_at
@@ -143,6 +156,10 @@ pub struct TokenCache {
     scope: String,
     state: Mutex<CacheState>,
     refresh: tokio::sync::Mutex<()>,
+    /// Refreshes behind a caller's back; each ends with its token request
+    /// (bounded by `TOKEN_REQUEST_TIMEOUT`).
+    refreshes: TaskTracker,
+    refreshing: AtomicBool,
     first_retry_delay: Duration,
 }
 
@@ -164,6 +181,8 @@ impl TokenCache {
             scope,
             state: Mutex::default(),
             refresh: tokio::sync::Mutex::new(()),
+            refreshes: TaskTracker::new(),
+            refreshing: AtomicBool::new(false),
             first_retry_delay: FIRST_RETRY_DELAY,
         }
     }
@@ -193,16 +212,28 @@ impl TokenCache {
     }
 
     /// A token valid for a while yet, from the cache or freshly requested.
-    pub async fn token(&self) -> Result<Secret, AuthError> {
+    /// One due for refresh is still handed out while it has
+    /// [`MIN_LEFT_TO_SERVE`] left, and refreshed behind the caller.
+    pub async fn token(self: &Arc<Self>) -> Result<Secret, AuthError> {
         let asked_at = Instant::now();
-        if let Some(token) = self.cached() {
-            return Ok(token);
+        match self.cached() {
+            Some((token, true)) => return Ok(token),
+            Some((token, false)) => {
+                self.refresh_behind(asked_at);
+                return Ok(token);
+            }
+            None => {}
         }
         if let Some(error) = self.backing_off(asked_at) {
             return Err(error);
         }
+        self.refresh_now(asked_at).await
+    }
+
+    /// Asks the credential, unless a caller queued before us already did.
+    async fn refresh_now(&self, asked_at: Instant) -> Result<Secret, AuthError> {
         let _refreshing = self.refresh.lock().await;
-        if let Some(token) = self.cached() {
+        if let Some((token, true)) = self.cached() {
             return Ok(token);
         }
         if let Some(error) = self.backing_off(asked_at) {
@@ -227,6 +258,20 @@ impl TokenCache {
         }
     }
 
+    /// [`Self::refresh_now`] on a task of its own, unless one is under way or
+    /// a recent failure is being backed off from.
+    fn refresh_behind(self: &Arc<Self>, asked_at: Instant) {
+        if self.backing_off(asked_at).is_some() || self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = self.clone();
+        self.refreshes.spawn(async move {
+            // A failure is recorded (and logged) like any other.
+            let _ = cache.refresh_now(asked_at).await;
+            cache.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     /// Drops the cached token after a service refused it, so the next
     /// caller asks the credential again.
     pub fn invalidate(&self) {
@@ -248,12 +293,14 @@ impl TokenCache {
         }
     }
 
-    fn cached(&self) -> Option<Secret> {
+    /// The cached token while it can be served, and whether it is fresh
+    /// (not yet due for refresh).
+    fn cached(&self) -> Option<(Secret, bool)> {
         let state = self.lock();
         let cached = state.token.as_ref()?;
-        cached
-            .is_fresh(SystemTime::now())
-            .then(|| cached.token.clone())
+        let now = SystemTime::now();
+        let fresh = cached.is_fresh(now);
+        (fresh || cached.can_serve(now)).then(|| (cached.token.clone(), fresh))
     }
 
     async fn request(&self) -> Result<Cached, AuthError> {
@@ -313,134 +360,4 @@ impl TokenCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use azure_core::credentials::{AccessToken, TokenRequestOptions};
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[derive(Debug)]
-    struct Fake {
-        calls: AtomicU32,
-        lifetime: Duration,
-        fail: bool,
-    }
-
-    #[async_trait::async_trait]
-    impl TokenCredential for Fake {
-        async fn get_token(
-            &self,
-            _scopes: &[&str],
-            _options: Option<TokenRequestOptions<'_>>,
-        ) -> azure_core::Result<AccessToken> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.fail {
-                return Err(azure_core::Error::with_message(
-                    azure_core::error::ErrorKind::Credential,
-                    "Please run 'az login' to setup account.",
-                ));
-            }
-            let expires = azure_core::time::OffsetDateTime::now_utc() + self.lifetime;
-            Ok(AccessToken::new(format!("token-{n}"), expires))
-        }
-    }
-
-    fn cache(lifetime: Duration, fail: bool) -> (Arc<Fake>, Arc<TokenCache>) {
-        let fake = Arc::new(Fake {
-            calls: AtomicU32::new(0),
-            lifetime,
-            fail,
-        });
-        let cache = TokenCache::new(fake.clone(), CredentialKind::AzureCli, "s/.default".into());
-        (fake, Arc::new(cache))
-    }
-
-    #[tokio::test]
-    async fn concurrent_callers_share_one_refresh() {
-        let (fake, cache) = cache(Duration::from_secs(3600), false);
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let cache = cache.clone();
-                tokio::spawn(async move { cache.token().await.unwrap() })
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap().expose(), "token-0");
-        }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        assert!(cache.status().expires_at.is_some());
-    }
-
-    #[tokio::test]
-    async fn short_tokens_still_cache_and_refresh_before_expiry() {
-        let (fake, cache) = cache(Duration::from_secs(4), false);
-        cache.token().await.unwrap();
-        cache.token().await.unwrap();
-        assert_eq!(
-            fake.calls.load(Ordering::SeqCst),
-            1,
-            "a 4 s token is reused at once"
-        );
-        let cached = Cached {
-            token: Secret::new("t"),
-            obtained_at: SystemTime::now(),
-            expires_at: SystemTime::now() + Duration::from_secs(4),
-        };
-        assert!(!cached.is_fresh(SystemTime::now() + Duration::from_millis(3100)));
-        let long = Cached {
-            token: Secret::new("t"),
-            obtained_at: SystemTime::now(),
-            expires_at: SystemTime::now() + Duration::from_secs(3600),
-        };
-        assert!(long.is_fresh(SystemTime::now() + Duration::from_secs(3600 - 301)));
-        assert!(!long.is_fresh(SystemTime::now() + Duration::from_secs(3600 - 299)));
-    }
-
-    #[tokio::test]
-    async fn failure_is_shared_and_reported() {
-        let (fake, cache) = cache(Duration::from_secs(3600), true);
-        let tasks: Vec<_> = (0..10)
-            .map(|_| {
-                let cache = cache.clone();
-                tokio::spawn(async move { cache.token().await.unwrap_err() })
-            })
-            .collect();
-        for t in tasks {
-            assert!(t.await.unwrap().to_string().contains("az login"));
-        }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        assert!(cache.status().error.unwrap().contains("azure-cli"));
-        // A later caller tries again, once the retry delay has passed.
-        cache.token().await.unwrap_err();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "within the delay");
-        cache.retry_now();
-        cache.token().await.unwrap_err();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_failing_credential_is_retried_with_backoff() {
-        let (fake, cache) = cache(Duration::from_secs(3600), true);
-        let mut cache = Arc::into_inner(cache).unwrap();
-        cache.first_retry_delay = Duration::from_millis(300);
-        // Many connections in a row while the login is broken: one request.
-        for _ in 0..20 {
-            cache.token().await.unwrap_err();
-        }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        cache.token().await.unwrap_err();
-        assert_eq!(
-            fake.calls.load(Ordering::SeqCst),
-            2,
-            "retried after the delay"
-        );
-        // The second failure doubles the delay (600 ms).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cache.token().await.unwrap_err();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "still backing off");
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        cache.token().await.unwrap_err();
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
-    }
-}
+mod tests;

@@ -114,7 +114,11 @@ async fn steps(
             async {
                 let credential = auth::credential(settings, http)
                     .map_err(|e| TunnelError::Precondition(format!("{e:#}")))?;
-                let cache = TokenCache::new(credential, kind, settings.cloud.token_scope.clone());
+                let cache = Arc::new(TokenCache::new(
+                    credential,
+                    kind,
+                    settings.cloud.token_scope.clone(),
+                ));
                 let token = cache.token().await?;
                 let detail = match claims::identity(&token) {
                     Some(who) => format!(
