@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 
 use bastion_proto::client::ClientError;
-use bastion_proto::v1::ListForwardsRequest;
 
-use crate::daemon::{self, Client, rpc_error};
+use crate::daemon::{self, Client};
 use crate::output::{self, outln};
 use crate::settings_file::{SettingsFile, default_path};
 
@@ -99,12 +98,7 @@ pub async fn remove(
 ) -> anyhow::Result<()> {
     let mut client = running_daemon(socket).await?;
     if let Some(client) = client.as_mut() {
-        let forwards = client
-            .list_forwards(ListForwardsRequest {})
-            .await
-            .map_err(rpc_error)?
-            .into_inner()
-            .forwards;
+        let forwards = daemon::forwards(client).await?;
         let users: Vec<String> = forwards
             .iter()
             .filter(|f| f.bastion == name)

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use bastion_proto::v1::control_client::ControlClient;
-use bastion_proto::v1::{StatusRequest, StatusResponse};
+use bastion_proto::v1::{Forward, ListForwardsRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
 
 pub type Client = ControlClient<Channel>;
@@ -30,6 +30,16 @@ pub async fn connect_checked(socket: Option<PathBuf>) -> anyhow::Result<Client> 
     let mut client = connect(socket).await?;
     status(&mut client).await?;
     Ok(client)
+}
+
+/// The daemon's forwards.
+pub async fn forwards(client: &mut Client) -> anyhow::Result<Vec<Forward>> {
+    Ok(client
+        .list_forwards(ListForwardsRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .forwards)
 }
 
 /// Fetches the daemon's status, checking its version on the way.

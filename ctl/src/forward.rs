@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bastion_proto::target::Target;
-use bastion_proto::v1::{AddForwardRequest, Forward, ListForwardsRequest, RemoveForwardRequest};
+use bastion_proto::v1::{AddForwardRequest, Forward, RemoveForwardRequest};
 
 use crate::cli::AddArgs;
 use crate::daemon::{self, rpc_error};
@@ -52,12 +52,7 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
 
 pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let mut client = daemon::connect_checked(socket).await?;
-    let forwards = client
-        .list_forwards(ListForwardsRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .forwards;
+    let forwards = daemon::forwards(&mut client).await?;
     if json {
         let forwards: Vec<ForwardJson> = forwards.iter().map(ForwardJson::from).collect();
         print_json(&forwards)?;

@@ -6,7 +6,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::TunnelError;
-use crate::error_body::error_message;
 use crate::http::read_capped;
 use crate::secret::Secret;
 
@@ -53,18 +52,7 @@ pub async fn get<T: DeserializeOwned>(
     let body = read_capped(response, cap)
         .await
         .map_err(|e| TunnelError::body(what, e))?;
-    if !(200..300).contains(&status) {
-        return Err(TunnelError::Rejected {
-            what,
-            status,
-            message: error_message(status, &body),
-        });
-    }
-    serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
-        what,
-        status,
-        message: format!("unexpected answer from ARM: {e}"),
-    })
+    TunnelError::parse_answer(what, status, &body, "unexpected answer from ARM")
 }
 
 /// Every item of the ARM collection at `url`, read with `token`.

@@ -80,6 +80,29 @@ impl TunnelError {
         }
     }
 
+    /// An answer read whole: a status outside 2xx is a refusal carrying the
+    /// service's own message; a 2xx body is parsed as `T`, and one that does
+    /// not parse is a refusal saying `unexpected: <why>`.
+    pub fn parse_answer<T: serde::de::DeserializeOwned>(
+        what: &'static str,
+        status: u16,
+        body: &[u8],
+        unexpected: &str,
+    ) -> Result<T, TunnelError> {
+        if !(200..300).contains(&status) {
+            return Err(TunnelError::Rejected {
+                what,
+                status,
+                message: crate::error_body::error_message(status, body),
+            });
+        }
+        serde_json::from_slice(body).map_err(|e| TunnelError::Rejected {
+            what,
+            status,
+            message: format!("{unexpected}: {e}"),
+        })
+    }
+
     /// An answer's body that could not be read, or was too large to.
     pub fn body(what: &'static str, error: crate::http::BodyError) -> TunnelError {
         match error {

@@ -17,7 +17,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::bastion_host::BastionHost;
 use crate::error::TunnelError;
-use crate::error_body::error_message;
 use crate::finish::{FinishOnDrop, finish_detached};
 use crate::http::MAX_RESPONSE_BODY;
 use crate::secret::Secret;
@@ -100,18 +99,7 @@ pub async fn create(
                 TOKEN_POST_TIMEOUT.as_secs()
             ),
         })??;
-    if !(200..300).contains(&status) {
-        return Err(TunnelError::Rejected {
-            what,
-            status,
-            message: error_message(status, &body),
-        });
-    }
-    serde_json::from_slice(&body).map_err(|e| TunnelError::Rejected {
-        what,
-        status,
-        message: format!("unexpected answer: {e}"),
-    })
+    TunnelError::parse_answer(what, status, &body, "unexpected answer")
 }
 
 /// Every live session of the daemon, and the creations and deletes in flight.

@@ -1,6 +1,5 @@
-//! The WebSocket dial to a Bastion: our own TCP connect and TLS (one shared
-//! rustls config, so sessions resume), then a lenient HTTP/1.1 upgrade
-//! handshake. The real Bastion has been seen answering 101 without the
+//! The WebSocket to a Bastion: a lenient HTTP/1.1 upgrade handshake on a
+//! TLS connection (a spare, or a new one from `dial`). The real Bastion has been seen answering 101 without the
 //! `Upgrade`/`Connection` headers; we accept that, but still require status
 //! 101 and a correct `Sec-WebSocket-Accept` when one is sent. Bytes read past
 //! the response head are replayed to tungstenite before the socket.

@@ -14,6 +14,16 @@ type Result = anyhow::Result<()>;
 /// A VNet address the test maps to a listener of its own.
 const BANNER_HOST: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 8);
 
+/// Every step of a doctor run to an IP target, in order.
+const IP_TARGET_STEPS: [&str; 6] = [
+    "token",
+    "bastion",
+    "session",
+    "websocket",
+    "first bytes",
+    "delete",
+];
+
 fn step_names(report: &Value) -> Vec<String> {
     report["steps"]
         .as_array()
@@ -44,17 +54,7 @@ async fn doctor_runs_every_step_and_reads_the_banner() -> Result {
     assert!(out.success, "{out:?}");
     let report: Value = serde_json::from_str(&out.stdout)?;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(
-        step_names(&report),
-        [
-            "token",
-            "bastion",
-            "session",
-            "websocket",
-            "first bytes",
-            "delete"
-        ]
-    );
+    assert_eq!(step_names(&report), IP_TARGET_STEPS);
     for step in report["steps"].as_array().into_iter().flatten() {
         let keys: Vec<&str> = step
             .as_object()
@@ -159,17 +159,7 @@ async fn doctor_reports_a_target_that_closes_and_still_deletes() -> Result {
     let out = env.ctl(&["doctor", "10.1.0.9:22", "--json"]).await?;
     assert!(!out.success, "{out:?}");
     let report: Value = serde_json::from_str(&out.stdout)?;
-    assert_eq!(
-        step_names(&report),
-        [
-            "token",
-            "bastion",
-            "session",
-            "websocket",
-            "first bytes",
-            "delete"
-        ]
-    );
+    assert_eq!(step_names(&report), IP_TARGET_STEPS);
     assert_eq!(report["steps"][4]["ok"], false, "{report}");
     let first = report["steps"][4]["detail"].as_str().unwrap_or_default();
     assert!(
