@@ -1,5 +1,5 @@
 //! Wiring: settings → connector → forwards → control service, then serve
-//! until shutdown ([`crate::reload`] handles SIGHUP). Shutdown stops accepting,
+//! until shutdown ([`crate::control::reload`] handles SIGHUP). Shutdown stops accepting,
 //! closes connections, deletes every live Bastion session and saves state,
 //! each step bounded so the daemon exits within a few seconds.
 
@@ -13,17 +13,17 @@ use bastion_proto::v1::control_server::ControlServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::bastion::session::{DELETE_TIMEOUT, Sessions};
+use crate::bastion::tunnel::Connector;
 use crate::config::Settings;
-use crate::control::{ControlService, check_peer};
+use crate::control::reload::{reload_on_sighup, warm_up};
+use crate::control::service::{ControlService, check_peer};
+use crate::control::status::summary;
 use crate::events::Events;
-use crate::forwards::Forwards;
+use crate::forwards::set::Forwards;
+use crate::forwards::store::Store;
 use crate::notify;
-use crate::reload::{reload_on_sighup, warm_up};
-use crate::session::{DELETE_TIMEOUT, Sessions};
 use crate::shared::Shared;
-use crate::status::summary;
-use crate::store::Store;
-use crate::tunnel::Connector;
 
 /// How long shutdown waits for connections to send their Close frames and end.
 const SHUTDOWN_CONNECTIONS_GRACE: Duration = Duration::from_secs(3);
@@ -62,8 +62,9 @@ pub async fn run(
              (`bastionctl bastion discover` lists those you can use)"
         );
     }
-    let connector = Connector::new(settings, Arc::new(Sessions::default()), None)?;
-    let shared = Arc::new(Shared::new(connector, Events::default()));
+    let sessions = Arc::new(Sessions::default());
+    let connector = Connector::new(settings, sessions.clone(), None)?;
+    let shared = Arc::new(Shared::new(connector, sessions, Events::default()));
     let forwards = Arc::new(Forwards::new(
         shared.clone(),
         Store::new(options.state_file.clone()),

@@ -1,7 +1,9 @@
-//! Why a tunnel could not be opened: the error type shared by the token
-//! cache, the ARM lookup, the session exchange and the WebSocket dial. Its
-//! text is what the user sees as a forward's `last_error` and in gRPC
-//! statuses, so every variant says what to change.
+//! Why Azure or a Bastion said no, or could not be reached: [`AzureError`],
+//! the error of Entra (token cache), ARM (bastion and VM lookups, discover),
+//! the session exchange, the proxy and the WebSocket. Its text is what the
+//! user sees as a forward's `last_error` and in gRPC statuses (mapped in
+//! `control::errors`), so every variant says what to change. Text quoted
+//! from the network was made printable where it entered (`error_body`).
 
 /// A token could not be obtained; the message says how to fix it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -12,7 +14,7 @@ pub struct AuthError {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TunnelError {
+pub enum AzureError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// The forward or connection names a bastion the settings do not have.
@@ -44,10 +46,11 @@ pub enum TunnelError {
     Busy(String),
 }
 
-impl TunnelError {
-    pub fn unreachable(what: &'static str, error: &reqwest::Error) -> TunnelError {
-        // reqwest errors name the URL; ours carry no secret in the URL, but
-        // strip it anyway and keep the cause chain, which is what helps.
+impl AzureError {
+    pub fn unreachable(what: &'static str, error: &reqwest::Error) -> AzureError {
+        // reqwest errors name the URL, and the DELETE URL carries the
+        // session's authToken: never print the error itself, only its
+        // cause chain (which names no URL), which is what helps.
         let mut message = if error.is_timeout() {
             "no answer in time".to_string()
         } else if error.is_connect() {
@@ -61,7 +64,7 @@ impl TunnelError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        TunnelError::Unreachable { what, message }
+        AzureError::Unreachable { what, message }
     }
 
     /// Whether a fresh try may succeed where this one failed: the Bastion's
@@ -70,13 +73,13 @@ impl TunnelError {
     /// and waits that already used up the deadline are not.
     pub fn is_transient(&self) -> bool {
         match self {
-            TunnelError::Rejected { status, .. } => matches!(status, 408 | 429 | 500..),
-            TunnelError::Unreachable { .. } | TunnelError::WebSocket(_) => true,
-            TunnelError::Auth(_)
-            | TunnelError::NotConfigured(_)
-            | TunnelError::Precondition(_)
-            | TunnelError::TooLarge { .. }
-            | TunnelError::Busy(_) => false,
+            AzureError::Rejected { status, .. } => matches!(status, 408 | 429 | 500..),
+            AzureError::Unreachable { .. } | AzureError::WebSocket(_) => true,
+            AzureError::Auth(_)
+            | AzureError::NotConfigured(_)
+            | AzureError::Precondition(_)
+            | AzureError::TooLarge { .. }
+            | AzureError::Busy(_) => false,
         }
     }
 
@@ -88,60 +91,31 @@ impl TunnelError {
         status: u16,
         body: &[u8],
         unexpected: &str,
-    ) -> Result<T, TunnelError> {
+    ) -> Result<T, AzureError> {
         if !(200..300).contains(&status) {
-            return Err(TunnelError::Rejected {
+            return Err(AzureError::Rejected {
                 what,
                 status,
                 message: crate::error_body::error_message(status, body),
             });
         }
-        serde_json::from_slice(body).map_err(|e| TunnelError::Rejected {
+        serde_json::from_slice(body).map_err(|e| AzureError::Rejected {
             what,
             status,
             message: format!("{unexpected}: {e}"),
         })
     }
-
-    /// An answer's body that could not be read, or was too large to.
-    pub fn body(what: &'static str, error: crate::http::BodyError) -> TunnelError {
-        match error {
-            crate::http::BodyError::Read(e) => TunnelError::unreachable(what, &e),
-            too_large @ crate::http::BodyError::TooLarge { .. } => TunnelError::TooLarge {
-                what,
-                message: too_large.to_string(),
-            },
-        }
-    }
-
-    /// The gRPC code a control client sees for this error.
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            TunnelError::Auth(_) => tonic::Code::Unauthenticated,
-            TunnelError::NotConfigured(_) => tonic::Code::NotFound,
-            TunnelError::Precondition(_) => tonic::Code::FailedPrecondition,
-            TunnelError::Rejected { status, .. } => match status {
-                401 => tonic::Code::Unauthenticated,
-                403 => tonic::Code::PermissionDenied,
-                404 => tonic::Code::NotFound,
-                408 | 429 | 500.. => tonic::Code::Unavailable,
-                _ => tonic::Code::FailedPrecondition,
-            },
-            TunnelError::Unreachable { .. }
-            | TunnelError::WebSocket(_)
-            | TunnelError::TooLarge { .. } => tonic::Code::Unavailable,
-            TunnelError::Busy(_) => tonic::Code::ResourceExhausted,
-        }
-    }
 }
 
-impl From<TunnelError> for tonic::Status {
-    fn from(error: TunnelError) -> tonic::Status {
-        // Messages may quote the Bastion or ARM: printable text only.
-        tonic::Status::new(
-            error.code(),
-            crate::error_body::printable(&error.to_string()),
-        )
+/// Errors that can say "the service refused the token we sent" (HTTP 401),
+/// which one fresh token may fix.
+pub trait RefusedToken {
+    fn refused_token(&self) -> bool;
+}
+
+impl RefusedToken for AzureError {
+    fn refused_token(&self) -> bool {
+        matches!(self, AzureError::Rejected { status: 401, .. })
     }
 }
 
@@ -150,28 +124,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_follow_the_contract() {
-        let rejected = |status| TunnelError::Rejected {
-            what: "x",
-            status,
-            message: String::new(),
-        };
-        assert_eq!(rejected(401).code(), tonic::Code::Unauthenticated);
-        assert_eq!(rejected(404).code(), tonic::Code::NotFound);
-        assert_eq!(rejected(503).code(), tonic::Code::Unavailable);
-        assert_eq!(
-            TunnelError::Precondition(String::new()).code(),
-            tonic::Code::FailedPrecondition
-        );
-        assert_eq!(
-            TunnelError::NotConfigured(String::new()).code(),
-            tonic::Code::NotFound
-        );
-    }
-
-    #[test]
     fn only_what_a_retry_can_fix_is_transient() {
-        let rejected = |status| TunnelError::Rejected {
+        let rejected = |status| AzureError::Rejected {
             what: "x",
             status,
             message: String::new(),
@@ -182,8 +136,8 @@ mod tests {
         for status in [400, 401, 403, 404] {
             assert!(!rejected(status).is_transient(), "{status}");
         }
-        assert!(TunnelError::WebSocket("HTTP text after 101".into()).is_transient());
-        assert!(!TunnelError::Precondition(String::new()).is_transient());
-        assert!(!TunnelError::Busy(String::new()).is_transient());
+        assert!(AzureError::WebSocket("HTTP text after 101".into()).is_transient());
+        assert!(!AzureError::Precondition(String::new()).is_transient());
+        assert!(!AzureError::Busy(String::new()).is_transient());
     }
 }

@@ -1,18 +1,20 @@
 //! What the forwards, `Connect` streams and the control service share: the
 //! current connector, the event feed, and the task ownership of the daemon.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::azure::vm_lookup::VmNames;
+use crate::bastion::session::Sessions;
+use crate::bastion::setup::Counter;
+use crate::bastion::tunnel::Connector;
 use crate::events::Events;
-use crate::lock::{lock, read, write};
-use crate::session::Sessions;
-use crate::tunnel::Connector;
-use crate::vm_lookup::VmNames;
 
 pub struct Shared {
     connector: RwLock<Arc<Connector>>,
@@ -25,7 +27,7 @@ pub struct Shared {
     /// Live `Connect` streams (forwards count their own connections).
     pub streams_active: AtomicU64,
     /// Tunnels set up again after a transient failure, daemon-wide.
-    pub setup_retries: AtomicU64,
+    pub setup_retries: Counter,
     /// VM names → resource ids, cached across reloads (VMs do not move with settings).
     pub vm_names: VmNames,
     next_connection_id: AtomicU64,
@@ -39,15 +41,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(connector: Connector, events: Events) -> Shared {
+    pub fn new(connector: Connector, sessions: Arc<Sessions>, events: Events) -> Shared {
         Shared {
-            sessions: connector.sessions.clone(),
+            sessions,
             connector: RwLock::new(Arc::new(connector)),
             events,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             streams_active: AtomicU64::new(0),
-            setup_retries: AtomicU64::new(0),
+            setup_retries: Counter::default(),
             vm_names: VmNames::default(),
             next_connection_id: AtomicU64::new(1),
             alerts: Mutex::default(),
@@ -59,22 +61,22 @@ impl Shared {
     /// The connector for the current settings; a connection keeps the one it
     /// started with even if the settings are reloaded meanwhile.
     pub fn connector(&self) -> Arc<Connector> {
-        read(&self.connector).clone()
+        self.connector.read().clone()
     }
 
     pub fn set_connector(&self, connector: Connector) {
-        *write(&self.connector) = Arc::new(connector);
+        *self.connector.write() = Arc::new(connector);
     }
 
     /// Logs `text`, sends it to watchers and keeps it in the status line.
     pub fn alert(&self, text: String) {
         tracing::error!("{text}");
         self.events.notice(text.clone());
-        lock(&self.alerts).push(text);
+        self.alerts.lock().push(text);
     }
 
     pub fn alerts(&self) -> Vec<String> {
-        lock(&self.alerts).clone()
+        self.alerts.lock().clone()
     }
 
     /// A daemon-wide unique connection id, for logs and events.

@@ -1,7 +1,7 @@
 //! Bounds on what the network may make the daemon hold.
 
-use bastiond::http::MAX_RESPONSE_BODY;
-use bastiond::websocket::{WS_MAX_MESSAGE, config};
+use bastiond::azure::http::MAX_RESPONSE_BODY;
+use bastiond::bastion::websocket::{WS_MAX_MESSAGE, config};
 
 /// The Bastion (and the emulator) send frames of 4–64 KiB.
 const LARGEST_BASTION_FRAME: usize = 64 * 1024;

@@ -1,13 +1,38 @@
-//! The layout rules of the project, checked: no import cycle between the
-//! modules of the daemon or of bastionctl, files small enough to read, thin
-//! binaries, and a bastionctl that does not link the daemon's Azure stack.
+//! The layout rules of the project, checked: the daemon's folders are layers
+//! (each uses only those below it), no import cycle between modules or
+//! folders of the daemon or of bastionctl, every file says what it is, a long
+//! file says why it is one concept, thin binaries, and a bastionctl that does
+//! not link the daemon's Azure stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Longest source file allowed in `daemon/src` and `ctl/src`.
-const MAX_FILE_LINES: usize = 450;
+/// The daemon's folders and top-level modules, bottom up. A module may use
+/// those of lower layers; the leaves (layer 0) may also use each other.
+/// So `relay` never reaches `control` or `forwards`, `azure` never reaches
+/// `bastion`, and nothing below `control` knows the gRPC API exists.
+const DAEMON_LAYERS: [&[&str]; 8] = [
+    &[
+        "config",
+        "error",
+        "error_body",
+        "secret",
+        "events",
+        "paths",
+        "notify",
+    ],
+    &["azure"],
+    &["bastion"],
+    &["relay"],
+    &["shared"],
+    &["forwards"],
+    &["control", "instance"],
+    &["daemon"],
+];
+/// A file longer than this must say in its first line why it is one
+/// concept ("One concept: …"); shorter ones just say what they are.
+const LONG_FILE_LINES: usize = 450;
 /// Longest binary entry point.
 const MAX_ENTRY_LINES: usize = 120;
 /// Crates bastionctl must not link: it only talks to the daemon's socket.
@@ -35,72 +60,131 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
             files.push(path);
         }
     }
+    files.sort();
     files
 }
 
-/// The top-level modules that `source` names through `crate::`.
+/// The paths that `source` names through `crate::`, as `a::b::c` (a group
+/// `crate::{a::X, b::{c, d}}` gives `a::X`, `b::c` and `b::d`).
 fn crate_references(source: &str) -> BTreeSet<String> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
-    };
     let mut found = BTreeSet::new();
     for (at, _) in source.match_indices("crate::") {
-        let rest = &source[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // `use crate::{a, b::c, d};`: the first segment of each item.
-            let mut depth = 0;
-            let mut item_start = true;
-            for (i, c) in group.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => item_start = true,
-                    c if item_start && !c.is_whitespace() => {
-                        found.insert(ident(&group[i..]));
-                        item_start = false;
-                    }
-                    _ => {}
-                }
-            }
-        } else {
-            found.insert(ident(rest));
-        }
+        expand(&source[at + "crate::".len()..], "", &mut found);
     }
     found.remove("");
     found
 }
 
-/// Module → modules it uses, for the top-level modules of a crate's `src`.
-fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut graph = BTreeMap::new();
-    for file in rust_files(src) {
-        let relative = file.strip_prefix(src).unwrap();
-        if relative.starts_with("bin") {
-            continue;
+/// Adds the path starting at `rest` (after `prefix`) to `found`, expanding groups.
+fn expand(rest: &str, prefix: &str, found: &mut BTreeSet<String>) {
+    let mut path = prefix.to_string();
+    let mut i = 0;
+    while i < rest.len() {
+        let tail = &rest[i..];
+        if let Some(group) = tail.strip_prefix('{') {
+            expand_group(group, &path, found);
+            return;
+        } else if tail.starts_with("::") {
+            path.push_str("::");
+            i += 2;
+        } else {
+            let c = tail.chars().next().unwrap_or(' ');
+            if !(c.is_alphanumeric() || c == '_') {
+                break;
+            }
+            path.push(c);
+            i += c.len_utf8();
         }
-        let module = relative
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .trim_end_matches(".rs")
-            .to_string();
+    }
+    found.insert(path.trim_end_matches("::").to_string());
+}
+
+/// The items of a `{…}` group (after its `{`), each expanded under `prefix`.
+fn expand_group(group: &str, prefix: &str, found: &mut BTreeSet<String>) {
+    let mut depth = 0;
+    let mut item_start = 0;
+    for (j, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' | ',' if depth == 0 => {
+                let item = group[item_start..j].trim();
+                if !item.is_empty() {
+                    expand(item, prefix, found);
+                }
+                item_start = j + 1;
+                if c == '}' {
+                    return;
+                }
+            }
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+}
+
+/// The module a file belongs to: its path (`relay/pump.rs` is `relay::pump`,
+/// `forwards/mod.rs` is `forwards`); a private child (`relay/pump/upstream.rs`
+/// beside `relay/pump.rs`) belongs to its parent.
+fn module_of(src: &Path, file: &Path) -> String {
+    let relative = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    for keep in 1..parts.len() {
+        let parent = src.join(parts[..keep].join("/")).with_extension("rs");
+        if parent.is_file() {
+            parts.truncate(keep);
+            break;
+        }
+    }
+    parts.join("::")
+}
+
+/// Module → modules it uses, for a crate's `src` (binaries aside).
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let files: Vec<PathBuf> = rust_files(src)
+        .into_iter()
+        .filter(|f| !f.strip_prefix(src).unwrap().starts_with("bin"))
+        .collect();
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let module = module_of(src, file);
         if module == "lib" || module == "main" {
             continue;
         }
-        let source = fs::read_to_string(&file).unwrap();
-        let mut uses = crate_references(&source);
-        uses.remove(&module);
-        graph
-            .entry(module)
-            .or_insert_with(BTreeSet::new)
-            .extend(uses);
+        let source = fs::read_to_string(file).unwrap();
+        let uses = graph.entry(module.clone()).or_insert_with(BTreeSet::new);
+        for path in crate_references(&source) {
+            // The longest module that `path` is in.
+            let mut target = path.as_str();
+            while !modules.contains(target) {
+                match target.rsplit_once("::") {
+                    Some((parent, _)) => target = parent,
+                    None => break,
+                }
+            }
+            if modules.contains(target) && target != module {
+                uses.insert(target.to_string());
+            }
+        }
     }
     graph
+}
+
+/// The same graph between top-level folders and files.
+fn folder_graph(graph: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let top = |m: &str| m.split("::").next().unwrap_or(m).to_string();
+    let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, uses) in graph {
+        let entry = folders.entry(top(module)).or_default();
+        entry.extend(uses.iter().map(|u| top(u)).filter(|u| *u != top(module)));
+    }
+    folders
 }
 
 /// A cycle in `graph`, as the list of modules along it.
@@ -145,36 +229,81 @@ fn the_cycle_finder_finds_cycles() {
     assert_eq!(find_cycle(&graph).unwrap(), ["a", "b", "c", "a"]);
     assert_eq!(
         crate_references("use crate::{a::X, b, c::{d, e}};\nlet x = crate::f::g();"),
-        ["a", "b", "c", "f"].map(String::from).into()
+        ["a::X", "b", "c::d", "c::e", "f::g"]
+            .map(String::from)
+            .into()
     );
 }
 
 #[test]
-fn no_import_cycles() {
+fn no_import_cycles_between_modules_or_folders() {
     for krate in ["daemon/src", "ctl/src"] {
         let graph = module_graph(&root().join(krate));
         assert!(graph.len() > 3, "{krate}: no modules found");
         if let Some(cycle) = find_cycle(&graph) {
             panic!("{krate}: import cycle {}", cycle.join(" → "));
         }
+        if let Some(cycle) = find_cycle(&folder_graph(&graph)) {
+            panic!(
+                "{krate}: import cycle between folders {}",
+                cycle.join(" → ")
+            );
+        }
     }
 }
 
 #[test]
-fn files_stay_readable_and_binaries_thin() {
-    let lines = |path: &Path| fs::read_to_string(path).unwrap().lines().count();
+fn daemon_folders_use_only_the_layers_below() {
+    let layer_of = |module: &str| {
+        let top = module.split("::").next().unwrap_or(module);
+        DAEMON_LAYERS
+            .iter()
+            .position(|layer| layer.contains(&top))
+            .unwrap_or_else(|| panic!("{top} is in no layer of DAEMON_LAYERS: place it"))
+    };
+    let graph = module_graph(&root().join("daemon/src"));
+    let mut wrong = Vec::new();
+    for (module, uses) in &graph {
+        let here = layer_of(module);
+        for used in uses {
+            let there = layer_of(used);
+            let same_folder = module.split("::").next() == used.split("::").next();
+            if !(there < here || same_folder || (here == 0 && there == 0)) {
+                wrong.push(format!("{module} uses {used}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "upward uses: {wrong:#?}");
+}
+
+#[test]
+fn files_say_what_they_are_and_binaries_stay_thin() {
     for krate in ["daemon/src", "ctl/src", "proto/src"] {
         for file in rust_files(&root().join(krate)) {
-            let n = lines(&file);
+            let text = fs::read_to_string(&file).unwrap();
+            let first = text.lines().next().unwrap_or_default();
+            let name = file.display();
+            // Tests of a module live beside it and are described by it.
+            if file.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
             assert!(
-                n <= MAX_FILE_LINES,
-                "{} has {n} lines (at most {MAX_FILE_LINES})",
-                file.display()
+                first.starts_with("//!"),
+                "{name} does not open with a //! line on what it is"
+            );
+            let n = text.lines().count();
+            assert!(
+                n <= LONG_FILE_LINES || first.starts_with("//! One concept:"),
+                "{name} has {n} lines: split it, or say in its first line why it is one \
+                 concept (`//! One concept: …`)"
             );
         }
     }
     for entry in ["daemon/src/bin/bastiond.rs", "ctl/src/main.rs"] {
-        let n = lines(&root().join(entry));
+        let n = fs::read_to_string(root().join(entry))
+            .unwrap()
+            .lines()
+            .count();
         assert!(
             n < MAX_ENTRY_LINES,
             "{entry} has {n} lines (fewer than {MAX_ENTRY_LINES})"

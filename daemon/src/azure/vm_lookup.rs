@@ -1,0 +1,187 @@
+//! VM names → resource ids, through ARM's VM listing of a subscription (or
+//! of one resource group), cached so that `connect myvm:22` costs no ARM
+//! call on the hot path. Names compare case-insensitively, as ARM's do.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::azure::arm_list;
+use crate::error::{AzureError, RefusedToken};
+use crate::secret::Secret;
+
+/// The Microsoft.Compute API version whose VM listing we read.
+const API_VERSION: &str = "2024-07-01";
+
+/// How long a VM listing is trusted: VMs are renamed or moved rarely, a name
+/// not in the listing is looked up afresh at once, and 5 minutes bounds how
+/// long a deleted-and-recreated VM keeps its old id.
+pub const VM_LISTING_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Why a VM name could not be turned into a resource id.
+#[derive(Debug, thiserror::Error)]
+pub enum VmLookupError {
+    /// No VM of that name where we looked (the message says where).
+    #[error("{0}")]
+    NotFound(String),
+    /// Several VMs have that name; the message lists their resource groups.
+    #[error("{0}")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Arm(#[from] AzureError),
+}
+
+impl RefusedToken for VmLookupError {
+    fn refused_token(&self) -> bool {
+        matches!(self, VmLookupError::Arm(e) if e.refused_token())
+    }
+}
+
+#[derive(Deserialize, Clone)]
+struct ArmVm {
+    id: String,
+    name: String,
+}
+
+/// Where to look: a subscription, optionally one resource group of it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Scope {
+    subscription: String,
+    resource_group: Option<String>,
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        match &self.resource_group {
+            Some(rg) => format!("resource group {rg} of subscription {}", self.subscription),
+            None => format!("subscription {}", self.subscription),
+        }
+    }
+}
+
+/// Cached VM listings by scope.
+#[derive(Default)]
+pub struct VmNames {
+    listings: Mutex<HashMap<Scope, (Instant, Vec<ArmVm>)>>,
+}
+
+impl VmNames {
+    /// The resource id of the VM `name` in `subscription` (or in its
+    /// `resource_group`), from a fresh cached listing when there is one.
+    pub async fn resolve(
+        &self,
+        http: &reqwest::Client,
+        resource_manager: &str,
+        token: &Secret,
+        subscription: &str,
+        resource_group: Option<&str>,
+        name: &str,
+    ) -> Result<String, VmLookupError> {
+        let scope = Scope {
+            subscription: subscription.to_ascii_lowercase(),
+            resource_group: resource_group.map(str::to_ascii_lowercase),
+        };
+        if let Some(vms) = self.fresh(&scope)
+            && let Ok(id) = pick(&vms, name, &scope)
+        {
+            return Ok(id);
+        }
+        // Stale, or the name is not (uniquely) there: ask ARM again.
+        let vms = list(http, resource_manager, token, subscription, resource_group).await?;
+        let picked = pick(&vms, name, &scope);
+        self.listings.lock().insert(scope, (Instant::now(), vms));
+        picked
+    }
+
+    fn fresh(&self, scope: &Scope) -> Option<Vec<ArmVm>> {
+        let listings = self.listings.lock();
+        let (at, vms) = listings.get(scope)?;
+        (at.elapsed() < VM_LISTING_TTL).then(|| vms.clone())
+    }
+}
+
+/// Every VM of the scope, through ARM.
+async fn list(
+    http: &reqwest::Client,
+    resource_manager: &str,
+    token: &Secret,
+    subscription: &str,
+    resource_group: Option<&str>,
+) -> Result<Vec<ArmVm>, AzureError> {
+    let base = resource_manager.trim_end_matches('/');
+    let scope = match resource_group {
+        Some(rg) => format!("/subscriptions/{subscription}/resourceGroups/{rg}"),
+        None => format!("/subscriptions/{subscription}"),
+    };
+    let url = format!(
+        "{base}{scope}/providers/Microsoft.Compute/virtualMachines?api-version={API_VERSION}"
+    );
+    arm_list::list(http, url, token, "listing VMs in Azure Resource Manager").await
+}
+
+/// The one VM called `name` (case-insensitively) in `vms`.
+fn pick(vms: &[ArmVm], name: &str, scope: &Scope) -> Result<String, VmLookupError> {
+    let found: Vec<&ArmVm> = vms
+        .iter()
+        .filter(|vm| vm.name.eq_ignore_ascii_case(name))
+        .collect();
+    match found.as_slice() {
+        [vm] => Ok(vm.id.clone()),
+        [] => Err(VmLookupError::NotFound(format!(
+            "no VM named {name:?} in {} (looked through ARM with the daemon's credential); \
+             check the name, or pass --resource-group, or target it by IP or resource id",
+            scope.describe()
+        ))),
+        several => {
+            let groups: Vec<String> = several
+                .iter()
+                .map(|vm| {
+                    arm_list::resource_group_of(&vm.id)
+                        .unwrap_or(&vm.id)
+                        .to_string()
+                })
+                .collect();
+            Err(VmLookupError::Ambiguous(format!(
+                "{} VMs are named {name:?} in {}, in resource groups {}; pick one with --resource-group",
+                several.len(),
+                scope.describe(),
+                groups.join(", ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(rg: &str, name: &str) -> ArmVm {
+        ArmVm {
+            id: format!(
+                "/subscriptions/s/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
+            ),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn picks_case_insensitively_and_refuses_ambiguity() {
+        let scope = Scope {
+            subscription: "s".into(),
+            resource_group: None,
+        };
+        let vms = [vm("rg-a", "Web"), vm("rg-a", "twin"), vm("rg-b", "TWIN")];
+        assert!(pick(&vms, "web", &scope).unwrap().ends_with("/Web"));
+        let Err(VmLookupError::Ambiguous(m)) = pick(&vms, "twin", &scope) else {
+            panic!("twin is in two groups")
+        };
+        assert!(m.contains("rg-a, rg-b"), "{m}");
+        let Err(VmLookupError::NotFound(m)) = pick(&vms, "nope", &scope) else {
+            panic!("nope is unknown")
+        };
+        assert!(m.contains("subscription s"), "{m}");
+    }
+}

@@ -1,0 +1,99 @@
+//! TCP (through the proxy when one applies) and TLS to a Bastion host: the
+//! one way the daemon opens a connection for a token POST or a WebSocket.
+//! Also the leaf type that says whether a request on a connection that sat
+//! idle was answered at all ([`Failure`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::bastion::proxy::Proxies;
+use crate::error::AzureError;
+
+/// TLS handshake (usually a resumption, one round trip).
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS connection to a Bastion host.
+pub type TlsConn = TlsStream<TcpStream>;
+
+/// How a request on a connection failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The connection ended before any byte of an answer: a server that closed
+    /// the connection while it sat idle. The request may go again on a new one.
+    Unanswered(AzureError),
+    /// Anything else: the answer (or its absence after a partial one) stands.
+    Answered(AzureError),
+}
+
+impl Failure {
+    pub fn into_error(self) -> AzureError {
+        match self {
+            Failure::Unanswered(e) | Failure::Answered(e) => e,
+        }
+    }
+}
+
+/// A new TCP + TLS connection to `host` ("name" or "name:port").
+pub async fn connect(
+    proxies: &Proxies,
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+) -> Result<TlsConn, AzureError> {
+    let fail = |message: String| AzureError::Unreachable {
+        what: "cannot reach the Bastion",
+        message,
+    };
+    let (name, port) = split_host_port(host);
+    let tcp = proxies.connect(name, port).await?;
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|_| fail(format!("{name:?} is not a valid TLS server name")))?;
+    timeout(
+        TLS_TIMEOUT,
+        TlsConnector::from(tls).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| {
+        fail(format!(
+            "TLS handshake with {host} timed out after {}s",
+            TLS_TIMEOUT.as_secs()
+        ))
+    })?
+    .map_err(|e| fail(format!("TLS handshake with {host} failed: {e}")))
+}
+
+/// "host:port" → (host, port); a bare host means 443.
+fn split_host_port(host: &str) -> (&str, u16) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((ip, port)) = rest.split_once("]:")
+            && let Ok(port) = port.parse()
+        {
+            return (ip, port);
+        }
+        return (rest.trim_end_matches(']'), 443);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => match port.parse() {
+            Ok(port) => (name, port),
+            Err(_) => (host, 443),
+        },
+        _ => (host, 443),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_host_and_port() {
+        assert_eq!(split_host_port("bst.example"), ("bst.example", 443));
+        assert_eq!(split_host_port("127.0.0.1:8443"), ("127.0.0.1", 8443));
+        assert_eq!(split_host_port("[::1]:8443"), ("::1", 8443));
+    }
+}
