@@ -77,17 +77,24 @@ pub enum Command {
     },
 }
 
+/// Which bastion a target is reached through, and where its VM name is looked up.
 #[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// What to check: `10.1.0.4:22`, `<VM resource id>:22` or `<VM name>:22`.
-    #[arg(value_parser = parse_target)]
-    pub target: Target,
+pub struct Via {
     /// Bastion to go through (a key of [bastions] in config.toml).
     #[arg(long)]
     pub bastion: Option<String>,
     /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
     #[arg(long, value_name = "RG")]
     pub resource_group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// What to check: `10.1.0.4:22`, `<VM resource id>:22` or `<VM name>:22`.
+    #[arg(value_parser = parse_target)]
+    pub target: Target,
+    #[command(flatten)]
+    pub via: Via,
     /// Print {"ok", "steps": [{"name", "ok", "ms", "detail"}]}.
     #[arg(long)]
     pub json: bool,
@@ -160,9 +167,8 @@ pub struct AddArgs {
     /// Local port to listen on (1-65535).
     #[arg(value_parser = parse_local_port)]
     pub local_port: u16,
-    /// Bastion to go through (a key of [bastions] in config.toml).
-    #[arg(long)]
-    pub bastion: Option<String>,
+    #[command(flatten)]
+    pub via: Via,
     /// Name of the forward [default: derived from the target].
     #[arg(long)]
     pub name: Option<String>,
@@ -176,9 +182,6 @@ pub struct AddArgs {
     /// Print the new forward as a JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
-    #[arg(long, value_name = "RG")]
-    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -186,12 +189,8 @@ pub struct ConnectArgs {
     /// Where to go: `10.1.0.4:22` or `myvm:22` (ssh passes `%h:%p`).
     #[arg(value_parser = parse_target)]
     pub target: Target,
-    /// Bastion to go through (a key of [bastions] in config.toml).
-    #[arg(long)]
-    pub bastion: Option<String>,
-    /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
-    #[arg(long, value_name = "RG")]
-    pub resource_group: Option<String>,
+    #[command(flatten)]
+    pub via: Via,
 }
 
 #[derive(Debug, Args)]

@@ -38,8 +38,8 @@ pub async fn run(socket: Option<PathBuf>, args: ConnectArgs) -> anyhow::Result<(
     let (up_tx, up_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let open = ConnectOpen {
         target: Some(args.target.into()),
-        bastion: args.bastion.unwrap_or_default(),
-        resource_group: args.resource_group.unwrap_or_default(),
+        bastion: args.via.bastion.unwrap_or_default(),
+        resource_group: args.via.resource_group.unwrap_or_default(),
     };
     up_tx
         .send(request(Up::Open(open)))

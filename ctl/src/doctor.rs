@@ -15,8 +15,8 @@ pub async fn run(socket: Option<PathBuf>, args: DoctorArgs) -> anyhow::Result<()
     let mut client = daemon::connect_checked(socket).await?;
     let request = DoctorRequest {
         target: Some(args.target.into()),
-        bastion: args.bastion.unwrap_or_default(),
-        resource_group: args.resource_group.unwrap_or_default(),
+        bastion: args.via.bastion.unwrap_or_default(),
+        resource_group: args.via.resource_group.unwrap_or_default(),
     };
     let report = client
         .doctor(request)

@@ -20,10 +20,10 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         target: Some(args.target.into()),
         local_port: u32::from(args.local_port),
         bind_address: args.bind.unwrap_or_default(),
-        bastion: args.bastion.unwrap_or_default(),
+        bastion: args.via.bastion.unwrap_or_default(),
         name: args.name.unwrap_or_default(),
         allow_other_users: args.allow_other_users,
-        resource_group: args.resource_group.unwrap_or_default(),
+        resource_group: args.via.resource_group.unwrap_or_default(),
     };
     let forward = client
         .add_forward(request)

@@ -37,6 +37,14 @@ pub fn check_peer(request: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
+/// The target a request carries, parsed; `who` names the request in the error.
+#[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
+fn required_target(target: Option<&proto::Target>, who: &str) -> Result<Target, Status> {
+    let target = target.ok_or_else(|| Status::invalid_argument(format!("{who} needs a target")))?;
+    Target::from_parts(&target.host, target.port)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 pub struct ControlService {
     shared: Arc<Shared>,
     forwards: Arc<Forwards>,
@@ -67,8 +75,7 @@ impl Control for ControlService {
     ) -> Result<Response<proto::AddForwardResponse>, Status> {
         let mut request = request.into_inner();
         if let Some(target) = &request.target {
-            let parsed = Target::from_parts(&target.host, target.port)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let parsed = required_target(Some(target), "the forward")?;
             if matches!(parsed.host, TargetHost::Name(_)) {
                 let bastion = self.forwards.bastion_for(&request.bastion)?;
                 let resolved = crate::control::names::resolve(
@@ -164,11 +171,7 @@ impl Control for ControlService {
                 ));
             }
         };
-        let target = open
-            .target
-            .ok_or_else(|| Status::invalid_argument("`open` needs a target"))?;
-        let target = Target::from_parts(&target.host, target.port)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let target = required_target(open.target.as_ref(), "`open`")?;
         let bastion = self.forwards.bastion_for(&open.bastion)?;
         let target =
             crate::control::names::resolve(&self.shared, &bastion, target, &open.resource_group)
@@ -182,11 +185,7 @@ impl Control for ControlService {
         request: Request<proto::DoctorRequest>,
     ) -> Result<Response<proto::DoctorResponse>, Status> {
         let request = request.into_inner();
-        let target = request
-            .target
-            .ok_or_else(|| Status::invalid_argument("doctor needs a target"))?;
-        let target = Target::from_parts(&target.host, target.port)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let target = required_target(request.target.as_ref(), "doctor")?;
         let bastion = self.forwards.bastion_for(&request.bastion)?;
         // On the daemon's tasks: a caller that goes away does not cut the
         // run between the session's creation and its DELETE.
