@@ -195,7 +195,8 @@ pub struct ConnectArgs {
 
 #[derive(Debug, Args)]
 pub struct SshConfigArgs {
-    /// ssh `Host` patterns the block applies to.
+    /// ssh `Host` patterns the block applies to; a name (not an IP) that matches
+    /// is looked up as a VM name (`--host 'web db'`, then `ssh web` reaches the VM web).
     #[arg(
         long = "host",
         alias = "host-pattern",
@@ -203,13 +204,8 @@ pub struct SshConfigArgs {
         default_value = "10.*"
     )]
     pub host: String,
-    /// Bastion to go through (a key of [bastions] in config.toml).
-    #[arg(long)]
-    pub bastion: Option<String>,
-    /// Resource group in which ssh host names are looked up as VM names
-    /// (`--host 'web db'` then `ssh web` reaches the VM named web).
-    #[arg(long, value_name = "RG")]
-    pub resource_group: Option<String>,
+    #[command(flatten)]
+    pub via: Via,
 }
 
 #[derive(Debug, Subcommand)]

@@ -25,10 +25,10 @@ fn host_block(exe: &Path, socket: Option<&Path>, args: &SshConfigArgs) -> String
         command.push_str(&format!(" --socket {}", quote(&socket.to_string_lossy())));
     }
     command.push_str(" connect");
-    if let Some(bastion) = &args.bastion {
+    if let Some(bastion) = &args.via.bastion {
         command.push_str(&format!(" --bastion {}", quote(bastion)));
     }
-    if let Some(rg) = &args.resource_group {
+    if let Some(rg) = &args.via.resource_group {
         command.push_str(&format!(" --resource-group {}", quote(rg)));
     }
     command.push_str(" %h:%p");
