@@ -1,7 +1,8 @@
-//! `Doctor`: the whole path to a target run once, with no cache (a fresh
-//! credential and token, ARM lookups, a session, the WebSocket, the
-//! target's first bytes, the DELETE), each step timed and, on failure, told
-//! what to change ([`crate::control::doctor_hints`]).
+//! `Doctor`: the whole path to a target run once, each step timed and, on
+//! failure, told what to change ([`crate::control::doctor_hints`]): a fresh
+//! credential and token and ARM lookups (no cached answer), then the session,
+//! the WebSocket, the target's first bytes and the DELETE through the same
+//! [`Connector`] calls and session registry as every connection.
 
 use std::future::Future;
 use std::sync::Arc;
