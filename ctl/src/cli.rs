@@ -8,6 +8,7 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
+use crate::exit::{self, Exit};
 use crate::output;
 
 const EXAMPLES: &str = "Examples:
@@ -24,7 +25,8 @@ const EXAMPLES: &str = "Examples:
     name = "bastionctl",
     version,
     propagate_version = true,
-    after_help = EXAMPLES
+    // The examples, then the exit statuses scripts can branch on.
+    after_help = format!("{EXAMPLES}\n\n{}", exit::HELP)
 )]
 pub struct Cli {
     /// Control socket of the daemon [default: $BASTIOND_SOCKET, else
@@ -228,6 +230,13 @@ pub enum ServiceCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the user unit with the real bastiond path (what `install`
+    /// writes; packagers render theirs with it).
+    Unit {
+        /// Absolute path of bastiond [default: next to bastionctl, else on PATH].
+        #[arg(long, value_name = "PATH", value_parser = parse_absolute_path)]
+        bastiond: Option<PathBuf>,
+    },
 }
 
 /// A validated target, as the daemon's own parser reads it.
@@ -252,6 +261,16 @@ fn parse_target(text: &str) -> Result<Target, String> {
         .map_err(|err| err.to_string())
 }
 
+/// systemd runs only absolute paths.
+fn parse_absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("the path must be absolute, not {text:?}"))
+    }
+}
+
 fn parse_local_port(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
@@ -269,13 +288,13 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = err.print();
-            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+            ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(Exit::Usage as u8))
         }
         _ => {
             let rendered = err.render().to_string();
             let message = usage_message(&rendered);
             eprintln!("bastionctl: {message} (see `bastionctl --help`)");
-            ExitCode::from(2)
+            Exit::Usage.code()
         }
     }
 }

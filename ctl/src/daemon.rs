@@ -1,11 +1,14 @@
 //! Reaching the daemon: which socket, the version check, and turning gRPC
-//! statuses into the daemon's own words.
+//! statuses into the daemon's own words, classified for the exit status.
 
 use std::path::PathBuf;
 
+use bastion_proto::client::ClientError;
 use bastion_proto::v1::control_client::ControlClient;
 use bastion_proto::v1::{Forward, ListForwardsRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
+
+use crate::exit::{Classified, Exit};
 
 pub type Client = ControlClient<Channel>;
 
@@ -19,10 +22,16 @@ pub fn socket_path(socket: Option<PathBuf>) -> PathBuf {
 }
 
 /// Connects without the version check (used by `connect`, where every
-/// round trip adds to ssh's connection setup).
+/// round trip adds to ssh's connection setup). Nothing listening on the
+/// socket (missing, or connection refused) is its own exit status.
 pub async fn connect(socket: Option<PathBuf>) -> anyhow::Result<Client> {
     let socket = socket_path(socket);
-    Ok(bastion_proto::client::connect(&socket).await?)
+    bastion_proto::client::connect(&socket)
+        .await
+        .map_err(|err| match err {
+            ClientError::NotRunning { .. } => Classified::new(Exit::NotRunning, err.to_string()),
+            other => other.into(),
+        })
 }
 
 /// Connects and warns on stderr when the daemon runs another version.
@@ -65,13 +74,18 @@ fn version_warning(daemon_version: &str) -> Option<String> {
 }
 
 /// The daemon writes messages meant for people; show exactly those, not
-/// tonic's debug dump of code, metadata and source.
+/// tonic's debug dump of code, metadata and source. The code picks the
+/// exit status.
 pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
     let message = status.message().trim();
+    let exit = Exit::from_rpc(status.code());
     if message.is_empty() {
-        anyhow::anyhow!("the daemon answered: {}", status.code().description())
+        Classified::new(
+            exit,
+            format!("the daemon answered: {}", status.code().description()),
+        )
     } else {
-        anyhow::anyhow!("{message}")
+        Classified::new(exit, message)
     }
 }
 
@@ -102,7 +116,20 @@ mod tests {
             "port 2222 is taken by forward dev-ssh",
         ));
         assert_eq!(err.to_string(), "port 2222 is taken by forward dev-ssh");
+        assert_eq!(Exit::of(&err), Exit::Failed);
         let err = rpc_error(tonic::Status::unavailable(""));
         assert!(err.to_string().contains("unavailable"), "{err}");
+        let err = rpc_error(tonic::Status::not_found("no forward named x"));
+        assert_eq!(Exit::of(&err), Exit::NotFound);
+    }
+
+    #[tokio::test]
+    async fn an_empty_socket_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = connect(Some(dir.path().join("none.sock")))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(Exit::of(&err), Exit::NotRunning);
     }
 }

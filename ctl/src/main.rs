@@ -16,8 +16,10 @@
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
 //!
-//! Every failure ends as one line `bastionctl: <reason>` on stderr and a
-//! non-zero exit status; the daemon never learns about our exit code.
+//! - `exit`       : the documented exit statuses, and the class of each failure
+//!
+//! Every failure ends as one line `bastionctl: <reason>` on stderr and an
+//! exit status from `exit` that scripts can branch on.
 
 mod bastion;
 mod cli;
@@ -26,6 +28,7 @@ mod daemon;
 mod discover;
 mod docs;
 mod doctor;
+mod exit;
 mod forward;
 mod output;
 mod service;
@@ -103,5 +106,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn fail(err: &anyhow::Error) -> ExitCode {
     let _ = std::io::stdout().flush();
     eprintln!("bastionctl: {}", output::one_line(&format!("{err:#}")));
-    ExitCode::FAILURE
+    exit::Exit::of(err).code()
 }

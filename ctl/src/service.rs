@@ -1,4 +1,5 @@
-//! `service install|uninstall|status`: bastiond as a systemd user service.
+//! `service install|uninstall|status|unit`: bastiond as a systemd user service,
+//! its unit rendered from the one template in `systemd/bastiond.service`.
 //!
 //! `--dry-run` prints the unit and the commands instead of running them, and
 //! works without systemd; everything else refuses clearly where there is no
@@ -14,7 +15,8 @@ use crate::cli::ServiceCommand;
 use crate::output::{out, outln};
 use crate::service_env;
 
-/// The unit shipped in the repository; its ExecStart becomes the real path.
+/// The unit shipped in the repository, the template of every unit written
+/// or packaged: its ExecStart becomes the real path.
 const UNIT_TEMPLATE: &str = include_str!("../../systemd/bastiond.service");
 /// ExecStart as shipped: where `cargo install` puts the daemon.
 const SHIPPED_EXEC_START: &str = "ExecStart=%h/.cargo/bin/bastiond";
@@ -30,6 +32,13 @@ pub fn run(command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Install { dry_run } => install(dry_run),
         ServiceCommand::Uninstall { dry_run } => uninstall(dry_run),
         ServiceCommand::Status { dry_run } => status(dry_run),
+        ServiceCommand::Unit { bastiond } => {
+            let bastiond = match bastiond {
+                Some(path) => path,
+                None => locate_bastiond()?,
+            };
+            out!("{}", render_unit(&bastiond))
+        }
     }
 }
 

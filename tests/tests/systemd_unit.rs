@@ -1,9 +1,14 @@
 //! The shipped user unit: parsed and checked for what the daemon relies on, and
-//! verified by `systemd-analyze` where the machine has it.
+//! verified by `systemd-analyze` where the machine has it; the units rendered
+//! from it (`bastionctl service unit`, as `service install` and the Debian
+//! package use it) differ from it in ExecStart only.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
+
+use bastion_tests::harness::bins;
 
 const UNIT: &str = include_str!("../../systemd/bastiond.service");
 
@@ -90,14 +95,8 @@ fn systemd_verify(text: &str) -> Option<(bool, String)> {
     let runtime = dir.path().join("run");
     std::fs::create_dir(&runtime).unwrap();
     std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-    // The built daemon, wherever the target directory is (CARGO_TARGET_DIR).
-    let bastiond = bastion_tests::harness::bins::path("bastiond").unwrap();
     let path = dir.path().join("bastiond.service");
-    std::fs::write(
-        &path,
-        text.replace("%h/.cargo/bin/bastiond", &bastiond.display().to_string()),
-    )
-    .unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--user", "--man=no"])
         .arg(&path)
@@ -108,15 +107,57 @@ fn systemd_verify(text: &str) -> Option<(bool, String)> {
     Some((out.status.success() && stderr.trim().is_empty(), stderr))
 }
 
+/// `bastionctl service unit --bastiond PATH`: the template rendered for PATH.
+fn rendered_unit(bastiond: &Path) -> String {
+    let out = Command::new(bins::path("bastionctl").unwrap())
+        .args(["service", "unit", "--bastiond"])
+        .arg(bastiond)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rendered_units_differ_from_the_template_in_exec_start_only() {
+    let packaged = rendered_unit(Path::new("/usr/bin/bastiond"));
+    assert_eq!(
+        get(&parse(&packaged), "Service", "ExecStart"),
+        "/usr/bin/bastiond"
+    );
+    let changed: Vec<(&str, &str)> = UNIT
+        .lines()
+        .zip(packaged.lines())
+        .filter(|(template, rendered)| template != rendered)
+        .collect();
+    assert_eq!(
+        changed,
+        [(
+            "ExecStart=%h/.cargo/bin/bastiond",
+            "ExecStart=/usr/bin/bastiond"
+        )]
+    );
+    assert_eq!(UNIT.lines().count(), packaged.lines().count());
+    // Relative paths are refused: systemd would not run them.
+    let out = Command::new(bins::path("bastionctl").unwrap())
+        .args(["service", "unit", "--bastiond", "bin/bastiond"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn systemd_analyze_accepts_the_unit() {
-    let Some((ok, stderr)) = systemd_verify(UNIT) else {
+    // The built daemon, wherever the target directory is (CARGO_TARGET_DIR).
+    let bastiond = bins::path("bastiond").unwrap();
+    let unit = rendered_unit(&bastiond);
+    let Some((ok, stderr)) = systemd_verify(&unit) else {
         eprintln!("systemd-analyze not installed: the parsed checks above stand in for it");
         return;
     };
     assert!(ok, "systemd-analyze verify: {stderr}");
     // The same check must reject a broken unit, or it proves nothing.
-    let broken = UNIT.replace("Type=notify", "Type=sometimes");
+    let broken = unit.replace("Type=notify", "Type=sometimes");
     let (ok, stderr) = systemd_verify(&broken).unwrap();
     assert!(!ok && stderr.contains("sometimes"), "{stderr}");
 }
