@@ -1,6 +1,7 @@
 //! Errors as a control client sees them: each error type of the layers below
 //! mapped to the gRPC code a script can branch on (`bastionctl`'s exit
-//! status follows it). The text was made printable where it entered the
+//! status follows it: NotFound is 4; PermissionDenied and FailedPrecondition
+//! are 5, kept for refusals by Azure or the Bastion; the rest is 1). The text was made printable where it entered the
 //! daemon (`error_body`), so it is passed on as it is.
 
 use tonic::{Code, Status};
@@ -39,7 +40,8 @@ impl From<VmLookupError> for Status {
     fn from(error: VmLookupError) -> Status {
         match error {
             VmLookupError::NotFound(m) => Status::not_found(m),
-            VmLookupError::Ambiguous(m) => Status::failed_precondition(m),
+            // The caller's to fix (--resource-group), not Azure's refusal.
+            VmLookupError::Ambiguous(m) => Status::invalid_argument(m),
             VmLookupError::Arm(e) => e.into(),
         }
     }
@@ -51,7 +53,6 @@ impl From<ForwardError> for Status {
             ForwardError::InvalidArgument(_) => Code::InvalidArgument,
             ForwardError::AlreadyExists(_) => Code::AlreadyExists,
             ForwardError::NotFound(_) => Code::NotFound,
-            ForwardError::FailedPrecondition(_) => Code::FailedPrecondition,
             ForwardError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
@@ -80,5 +81,8 @@ mod tests {
             azure_code(&AzureError::NotConfigured(String::new())),
             Code::NotFound
         );
+        // Not Azure's refusals: never the codes that mean one.
+        let ambiguous = Status::from(VmLookupError::Ambiguous(String::new()));
+        assert_eq!(ambiguous.code(), Code::InvalidArgument);
     }
 }

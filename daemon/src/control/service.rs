@@ -132,7 +132,8 @@ impl Control for ControlService {
         let changes =
             crate::control::reload::reload(&self.shared, &self.forwards, &self.config_file)
                 .await
-                .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
+                // A settings file to fix, not a refusal by Azure.
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         Ok(Response::new(proto::ReloadResponse { changes }))
     }
 

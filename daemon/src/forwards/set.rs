@@ -30,8 +30,6 @@ pub enum ForwardError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
     Internal(String),
 }
 
@@ -186,7 +184,7 @@ impl Forwards {
             match e.kind() {
                 std::io::ErrorKind::AddrInUse => ForwardError::AlreadyExists(message),
                 std::io::ErrorKind::AddrNotAvailable => ForwardError::InvalidArgument(message),
-                std::io::ErrorKind::PermissionDenied => ForwardError::FailedPrecondition(message),
+                std::io::ErrorKind::PermissionDenied => ForwardError::InvalidArgument(message),
                 _ => ForwardError::Internal(message),
             }
         })?;
@@ -321,7 +319,7 @@ impl Forwards {
         let settings = connector.settings();
         let requested = requested.trim();
         if settings.bastions.is_empty() {
-            return Err(ForwardError::FailedPrecondition(
+            return Err(ForwardError::NotFound(
                 "no bastions are configured; add one with `bastionctl bastion add NAME RESOURCE_ID` \
                  (or under [bastions] in config.toml; `bastionctl bastion discover` lists those you can use)"
                 .into(),
