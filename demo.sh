@@ -6,6 +6,8 @@
 #   ./demo.sh                 # local port 2222
 #   DEMO_PORT=2223 ./demo.sh
 #   DEMO_EXIT=1 ./demo.sh     # stop after the walkthrough instead of waiting
+#   DEMO_BIN=/usr/bin ./demo.sh   # bastiond and bastionctl from there (the Debian
+#                                 # package); the emulator is still built here
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,7 +30,11 @@ fi
 step "Building release binaries"
 # The whole workspace, as the README's other commands do: one build serves all.
 cargo build --release --locked --workspace
-bin="$PWD/target/release"
+bin="${DEMO_BIN:-$PWD/target/release}"
+emulator="$PWD/target/release/bastion-emulator"
+for exe in "$bin/bastiond" "$bin/bastionctl"; do
+    [[ -x "$exe" ]] || { echo "$exe is missing or not executable" >&2; exit 1; }
+done
 
 demo="$(mktemp -d /tmp/bastiond-demo.XXXXXX)"
 export XDG_RUNTIME_DIR="$demo/run" XDG_CONFIG_HOME="$demo/config" XDG_STATE_HOME="$demo/state"
@@ -55,7 +61,7 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
 }
 
 step "Starting the Bastion emulator (Entra, ARM, Bastion data plane over TLS)"
-"$bin/bastion-emulator" --state-dir "$demo/emulator" 2>"$demo/emulator.log" &
+"$emulator" --state-dir "$demo/emulator" 2>"$demo/emulator.log" &
 pids+=($!)
 wait_until 30 "the emulator" test -s "$demo/emulator/emulator.json"
 cat "$demo/emulator/emulator.json"
@@ -93,6 +99,7 @@ for job in $(jobs -p); do
     wait "$job" || failed=$((failed + 1))
 done
 echo "$((connections - failed))/$connections connections echoed their bytes"
+((failed == 0)) || exit 1
 "$bin/bastionctl" forward list
 
 step "Restarting the daemon: the forward comes back"
