@@ -101,6 +101,7 @@ fn render_list(forwards: &[Forward], now_ms: i64) -> String {
                 output::local_text(&f.bind_address, f.local_port),
                 output::target_text(f.target.as_ref()),
                 f.bastion.clone(),
+                f.source.clone(),
                 output::state_name(f.state).to_owned(),
                 format!("{}/{}", f.active_connections, f.total_connections),
                 f.refused_connections.to_string(),
@@ -116,6 +117,7 @@ fn render_list(forwards: &[Forward], now_ms: i64) -> String {
             "LOCAL",
             "TARGET",
             "BASTION",
+            "SOURCE",
             "STATE",
             "CONNS",
             "REFUSED",
@@ -154,6 +156,7 @@ mod tests {
             last_error: "Target is not reachable\nfrom this Bastion.".into(),
             last_error_at_ms: 1_000_000,
             refused_connections: 4,
+            source: "config".into(),
             ..crate::output::tests::forward()
         };
         let rendered = render_list(&[forward], 1_000_000 + 125_000);
@@ -165,6 +168,7 @@ mod tests {
             "127.0.0.1:2222",
             "10.1.0.4:22",
             "hub",
+            "config",
             "error",
             "2/7",
             "2.0 KiB",

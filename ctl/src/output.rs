@@ -47,6 +47,8 @@ pub struct ForwardJson {
     pub last_error_at_ms: Option<i64>,
     pub refused_connections: u64,
     pub allow_other_users: bool,
+    /// "cli" (`forward add`) or "config" (`[forwards.NAME]` in the settings).
+    pub source: String,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -68,6 +70,7 @@ impl From<&Forward> for ForwardJson {
             last_error_at_ms: (forward.last_error_at_ms != 0).then_some(forward.last_error_at_ms),
             refused_connections: forward.refused_connections,
             allow_other_users: forward.allow_other_users,
+            source: forward.source.clone(),
         }
     }
 }
@@ -191,6 +194,7 @@ pub(crate) mod tests {
             setup_retries: 2,
             refused_connections: 0,
             allow_other_users: false,
+            source: "cli".into(),
         }
     }
 
@@ -206,7 +210,7 @@ pub(crate) mod tests {
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
                 "created_at_ms": 1_700_000_000_000_i64, "setup_retries": 2,
                 "last_error_at_ms": null, "refused_connections": 0,
-                "allow_other_users": false,
+                "allow_other_users": false, "source": "cli",
             })
         );
         let mut failing = forward();

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod forwards;
 mod tunnel;
+pub use forwards::DeclaredForward;
 pub use tunnel::TunnelSettings;
 
 /// Public-cloud Azure Resource Manager.
@@ -50,6 +52,10 @@ pub struct Settings {
     pub tls: TlsSettings,
     #[serde(default)]
     pub tunnel: TunnelSettings,
+    /// Forwards declared here (`[forwards.NAME]`), next to those added with
+    /// `bastionctl forward add`.
+    #[serde(default)]
+    pub forwards: BTreeMap<String, DeclaredForward>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -205,7 +211,13 @@ impl Settings {
                 _ => return Err(format!("`{key}` = {value:?} is not an https:// URL")),
             }
         }
-        self.tunnel.validate()
+        self.tunnel.validate()?;
+        forwards::validate(
+            &self.forwards,
+            &self.bastions,
+            self.default_bastion(),
+            &self.bastion_names(),
+        )
     }
 
     /// The bastion a forward uses when it names none.

@@ -68,8 +68,16 @@ pub async fn run(
     let forwards = Arc::new(Forwards::new(
         shared.clone(),
         Store::new(options.state_file.clone()),
+        options.config_file.clone(),
     ));
     forwards.restore().context("restoring saved forwards")?;
+    let declared = forwards
+        .reconcile(shared.connector().settings())
+        .await
+        .with_context(|| format!("invalid settings in {}", options.config_file.display()))?;
+    for change in declared {
+        tracing::info!("{change}");
+    }
 
     let service = ControlService::new(
         shared.clone(),

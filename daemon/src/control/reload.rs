@@ -1,6 +1,7 @@
 //! Reloading the settings (`bastionctl reload`, SIGHUP): a new connector is
-//! built, reusing what did not change; forwards keep running, and each change
-//! is reported in one line. Also the background warm-up that follows start
+//! built, reusing what did not change; forwards keep running, the declared
+//! ones (`[forwards.NAME]`) are reconciled, and each change is reported in
+//! one line. Also the background warm-up that follows start
 //! and every reload.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,13 @@ pub async fn reload(
             ));
         }
     }
+    // Before the new settings are in force: a declared forward that cannot be
+    // had (a name or port already taken) fails the reload with nothing changed.
+    let declared = forwards
+        .reconcile(connector.settings())
+        .await
+        .map_err(|e| anyhow::anyhow!("invalid settings in {}: {e}", config_file.display()))?;
+    changes.extend(declared);
     // A reload is how a user says "I fixed it" (the login, the portal):
     // ask the credential at once, look every bastion up afresh.
     connector.forget_failures();

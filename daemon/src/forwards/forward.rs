@@ -17,10 +17,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::bastion::setup::Counter;
+use crate::bastion::setup::{Counter, Setup};
+use crate::bastion::tunnel::{Connector, Tunnel};
 use crate::error::AzureError;
 use crate::forwards::peer_owner::OwnerGate;
-use crate::forwards::store::SavedForward;
+use crate::forwards::spec::ForwardSpec;
 use crate::relay::client_socket::{close_gracefully, tune_socket};
 use crate::relay::connection::{self, ConnectionError, Route};
 use crate::relay::pump::{PumpError, Traffic};
@@ -36,51 +37,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long removing a forward waits for its listener to be closed, so the
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The validated, persistent description of a forward.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardSpec {
-    pub id: String,
-    pub name: String,
-    pub bastion: String,
-    pub target: Target,
-    pub local: SocketAddr,
-    pub created_at_ms: i64,
-    /// Serve every local user, not only the daemon's own.
-    pub allow_other_users: bool,
-}
-
-impl ForwardSpec {
-    pub fn to_saved(&self) -> SavedForward {
-        SavedForward {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            bastion: self.bastion.clone(),
-            target: self.target.to_string(),
-            bind_address: self.local.ip().to_string(),
-            local_port: self.local.port(),
-            created_at_ms: self.created_at_ms,
-            allow_other_users: self.allow_other_users,
-        }
-    }
-
-    pub fn from_saved(saved: &SavedForward) -> Result<ForwardSpec, String> {
-        let target = Target::parse(&saved.target).map_err(|e| e.to_string())?;
-        let ip = saved
-            .bind_address
-            .parse()
-            .map_err(|_| format!("bad bind address {:?}", saved.bind_address))?;
-        Ok(ForwardSpec {
-            id: saved.id.clone(),
-            name: saved.name.clone(),
-            bastion: saved.bastion.clone(),
-            target,
-            local: SocketAddr::new(ip, saved.local_port),
-            created_at_ms: saved.created_at_ms,
-            allow_other_users: saved.allow_other_users,
-        })
-    }
-}
 
 /// Binds a forward's listener.
 pub fn bind(local: SocketAddr) -> io::Result<TcpListener> {
@@ -184,6 +140,7 @@ impl Forward {
             setup_retries: self.setup_retries.get(),
             refused_connections: self.owners.refused(),
             allow_other_users: self.spec.allow_other_users,
+            source: self.spec.source.as_str().to_owned(),
         }
     }
 
@@ -313,6 +270,33 @@ impl Forward {
             });
     }
 
+    /// The target as a tunnel takes it (a declared VM name looked up, through
+    /// the 5-minute cache, so it follows the VM), and a tunnel to it.
+    async fn open(
+        &self,
+        connector: &Connector,
+        setup: &mut Setup,
+    ) -> Result<(Tunnel, Target), ConnectionError> {
+        let target = match &self.spec.target.host {
+            TargetHost::Name(name) => Target {
+                host: TargetHost::Vm(
+                    connector
+                        .vm_id(
+                            &self.shared.vm_names,
+                            &self.spec.bastion,
+                            name,
+                            self.spec.resource_group.as_deref(),
+                        )
+                        .await?,
+                ),
+                port: self.spec.target.port,
+            },
+            _ => self.spec.target.clone(),
+        };
+        let tunnel = connector.open(&self.spec.bastion, &target, setup).await?;
+        Ok((tunnel, target))
+    }
+
     /// Opens the tunnel (retrying what can be retried) and carries the connection.
     async fn tunnel(
         &self,
@@ -324,24 +308,23 @@ impl Forward {
             self.setup_retries.clone(),
             self.shared.setup_retries.clone(),
         ]);
-        let route = Route {
-            connector: &connector,
-            bastion: &self.spec.bastion,
-            target: &self.spec.target,
-        };
         let opened = tokio::select! {
             () = self.cancel.cancelled() => return Ok(()),
-            opened = connector.open(route.bastion, route.target, &mut setup) => opened,
+            opened = self.open(&connector, &mut setup) => opened,
         };
-        let tunnel = match opened {
-            Ok(tunnel) => tunnel,
+        let (tunnel, target) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                let e = ConnectionError::from(e);
                 self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
                 close_gracefully(socket).await;
                 return Err(e);
             }
+        };
+        let route = Route {
+            connector: &connector,
+            bastion: &self.spec.bastion,
+            target: &target,
         };
         tracing::debug!("tunnel open");
         let (reader, writer) = socket.split();

@@ -1,16 +1,22 @@
 //! The set of forwards: add (validate, bind, persist), remove, list, and
-//! restore at start-up. Changes are serialised and their saves (fsync,
+//! restore at start-up; those declared in the settings file are reconciled
+//! by [`declared`]. Changes are serialised and their saves (fsync,
 //! rename) run on the blocking pool, never on a runtime worker under a lock.
 
+mod declared;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
-use crate::forwards::forward::{self, Forward, ForwardSpec};
+use crate::forwards::forward::{self, Forward};
 use crate::forwards::name::{default_name, new_id, unique_name, validate_name};
+use crate::forwards::source::Source;
+use crate::forwards::spec::ForwardSpec;
 use crate::forwards::store::{SavedForward, Store};
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
@@ -36,6 +42,8 @@ pub enum ForwardError {
 pub struct Forwards {
     shared: Arc<Shared>,
     store: Store,
+    /// The settings file, named when a declared forward is to be changed there.
+    config_file: PathBuf,
     /// In creation order. A std mutex: never held across an await.
     list: Mutex<Vec<Arc<Forward>>>,
     /// Saved forwards that could not be started; kept in the file.
@@ -46,10 +54,11 @@ pub struct Forwards {
 }
 
 impl Forwards {
-    pub fn new(shared: Arc<Shared>, store: Store) -> Forwards {
+    pub fn new(shared: Arc<Shared>, store: Store, config_file: PathBuf) -> Forwards {
         Forwards {
             shared,
             store,
+            config_file,
             list: Mutex::default(),
             unrestored: Mutex::default(),
             changes: tokio::sync::Mutex::new(()),
@@ -203,6 +212,8 @@ impl Forwards {
             local,
             created_at_ms: now_ms(),
             allow_other_users: request.allow_other_users,
+            source: Source::Cli,
+            resource_group: None,
         };
         let mut saved = self.saved(&list);
         saved.push(spec.to_saved());
@@ -220,9 +231,19 @@ impl Forwards {
         };
         let saved = {
             let list = self.lock();
-            let mut saved = self.saved(&list);
-            saved.remove(index);
-            saved
+            let spec = &list[index].spec;
+            if spec.source == Source::Config {
+                return Err(ForwardError::InvalidArgument(format!(
+                    "forward {} is declared in {} as [forwards.{}]; remove it there and run \
+                     `bastionctl reload`",
+                    spec.name,
+                    self.config_file.display(),
+                    spec.name
+                )));
+            }
+            let mut rest = list.to_vec();
+            rest.remove(index);
+            self.saved(&rest)
         };
         self.persist(saved)
             .await
@@ -247,7 +268,8 @@ impl Forwards {
             let unrestored = self.unrestored.lock();
             let index = unrestored.iter().position(|u| u.matches(selector))?;
             let mut saved = self.saved_with(&list, &unrestored);
-            saved.remove(list.len() + index);
+            // The saved forwards come first, then the unrestored ones.
+            saved.remove(saved.len() - unrestored.len() + index);
             (index, saved)
         };
         if let Err(e) = self.persist(saved).await {
@@ -278,13 +300,15 @@ impl Forwards {
         self.unrestored.lock().len()
     }
 
-    /// What the state file holds for `list` plus the unrestored forwards.
+    /// What the state file holds for `list` plus the unrestored forwards:
+    /// the forwards added with bastionctl (declared ones live in the settings).
     fn saved(&self, list: &[Arc<Forward>]) -> Vec<SavedForward> {
         self.saved_with(list, &self.unrestored.lock())
     }
 
     fn saved_with(&self, list: &[Arc<Forward>], unrestored: &[Unrestored]) -> Vec<SavedForward> {
         list.iter()
+            .filter(|f| f.spec.source == Source::Cli)
             .map(|f| f.spec.to_saved())
             .chain(unrestored.iter().map(|u| u.saved.clone()))
             .collect()

@@ -6,6 +6,7 @@
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
+use crate::forwards::source::Source;
 use crate::forwards::store::SavedForward;
 
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ impl Unrestored {
             last_error_at_ms: self.at_ms,
             created_at_ms: saved.created_at_ms,
             allow_other_users: saved.allow_other_users,
+            // Only forwards added with bastionctl are saved.
+            source: Source::Cli.as_str().to_owned(),
             ..Default::default()
         }
     }

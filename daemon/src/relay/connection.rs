@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use tokio_util::sync::CancellationToken;
 
+use crate::azure::vm_lookup::VmLookupError;
 use crate::bastion::setup::Setup;
 use crate::bastion::tunnel::{Connector, Tunnel};
 use crate::config::TunnelSettings;
@@ -29,6 +30,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ConnectionError {
     #[error(transparent)]
     Open(#[from] AzureError),
+    /// A declared forward's VM name could not be looked up.
+    #[error(transparent)]
+    Lookup(#[from] VmLookupError),
     #[error(transparent)]
     Pump(#[from] PumpError),
 }

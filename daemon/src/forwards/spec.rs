@@ -1,0 +1,79 @@
+//! What a forward is, apart from its listener and counters: the validated
+//! description that the state file keeps (for forwards added with
+//! bastionctl) or the settings file declares.
+
+use std::net::SocketAddr;
+
+use bastion_proto::target::Target;
+
+use crate::forwards::source::Source;
+use crate::forwards::store::SavedForward;
+
+/// The validated, persistent description of a forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    pub id: String,
+    pub name: String,
+    pub bastion: String,
+    pub target: Target,
+    pub local: SocketAddr,
+    pub created_at_ms: i64,
+    /// Serve every local user, not only the daemon's own.
+    pub allow_other_users: bool,
+    pub source: Source,
+    /// Where a VM-name target (declared forwards keep the name and look it
+    /// up per connection, through the 5-minute cache) is searched.
+    pub resource_group: Option<String>,
+}
+
+impl ForwardSpec {
+    pub fn to_saved(&self) -> SavedForward {
+        SavedForward {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            bastion: self.bastion.clone(),
+            target: self.target.to_string(),
+            bind_address: self.local.ip().to_string(),
+            local_port: self.local.port(),
+            created_at_ms: self.created_at_ms,
+            allow_other_users: self.allow_other_users,
+        }
+    }
+
+    pub fn from_saved(saved: &SavedForward) -> Result<ForwardSpec, String> {
+        let target = Target::parse(&saved.target).map_err(|e| e.to_string())?;
+        let ip = saved
+            .bind_address
+            .parse()
+            .map_err(|_| format!("bad bind address {:?}", saved.bind_address))?;
+        Ok(ForwardSpec {
+            id: saved.id.clone(),
+            name: saved.name.clone(),
+            bastion: saved.bastion.clone(),
+            target,
+            local: SocketAddr::new(ip, saved.local_port),
+            created_at_ms: saved.created_at_ms,
+            allow_other_users: saved.allow_other_users,
+            source: Source::Cli,
+            resource_group: None,
+        })
+    }
+
+    /// Whether `other` listens and leads to the same place the same way
+    /// (what a declared entry's change is judged by; id and age aside).
+    pub fn same_route(&self, other: &ForwardSpec) -> bool {
+        (
+            &self.bastion,
+            &self.target,
+            self.local,
+            self.allow_other_users,
+            &self.resource_group,
+        ) == (
+            &other.bastion,
+            &other.target,
+            other.local,
+            other.allow_other_users,
+            &other.resource_group,
+        )
+    }
+}
