@@ -8,7 +8,7 @@ use bastion_proto::v1::control_client::ControlClient;
 use bastion_proto::v1::{Forward, ListForwardsRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
 
-use crate::exit::{Classified, Exit};
+use crate::exit::Exit;
 
 pub type Client = ControlClient<Channel>;
 
@@ -29,7 +29,7 @@ pub async fn connect(socket: Option<PathBuf>) -> anyhow::Result<Client> {
     bastion_proto::client::connect(&socket)
         .await
         .map_err(|err| match err {
-            ClientError::NotRunning { .. } => Classified::new(Exit::NotRunning, err.to_string()),
+            ClientError::NotRunning { .. } => Exit::NotRunning.error(err.to_string()),
             other => other.into(),
         })
 }
@@ -80,12 +80,12 @@ pub fn rpc_error(status: tonic::Status) -> anyhow::Error {
     let message = status.message().trim();
     let exit = Exit::from_rpc(status.code());
     if message.is_empty() {
-        Classified::new(
-            exit,
-            format!("the daemon answered: {}", status.code().description()),
-        )
+        exit.error(format!(
+            "the daemon answered: {}",
+            status.code().description()
+        ))
     } else {
-        Classified::new(exit, message)
+        exit.error(message)
     }
 }
 

@@ -37,17 +37,16 @@ pub struct Classified {
     pub message: String,
 }
 
-impl Classified {
-    pub fn new(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+impl Exit {
+    /// A failure of this class, saying `message`.
+    pub fn error(self, message: impl Into<String>) -> anyhow::Error {
         Classified {
-            exit,
+            exit: self,
             message: message.into(),
         }
         .into()
     }
-}
 
-impl Exit {
     /// The class of a daemon's answer. The daemon maps refusals by Azure
     /// or the Bastion (HTTP 403, an unsupported SKU, a portal setting) to
     /// PermissionDenied or FailedPrecondition, and unknown names to NotFound.
@@ -98,7 +97,7 @@ mod tests {
 
     #[test]
     fn the_class_survives_added_context() {
-        let err = Err::<(), _>(Classified::new(Exit::NotFound, "no forward x"))
+        let err = Err::<(), _>(Exit::NotFound.error("no forward x"))
             .context("while removing")
             .unwrap_err();
         assert_eq!(Exit::of(&err), Exit::NotFound);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use toml_edit::{DocumentMut, Item, Table, value};
 
-use crate::exit::{Classified, Exit};
+use crate::exit::Exit;
 
 /// Largest bastion name: it is typed on command lines and is a TOML key.
 const MAX_BASTION_NAME_LEN: usize = 64;
@@ -120,18 +120,15 @@ impl SettingsFile {
             .and_then(|t| t.remove(name));
         if removed.is_none() {
             let known: Vec<String> = self.bastions().into_iter().map(|b| b.name).collect();
-            return Err(Classified::new(
-                Exit::NotFound,
-                format!(
-                    "no bastion named {name:?} in {} (known: {})",
-                    self.path.display(),
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
+            return Err(Exit::NotFound.error(format!(
+                "no bastion named {name:?} in {} (known: {})",
+                self.path.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )));
         }
         if self.doc.get("default_bastion").and_then(Item::as_str) == Some(name) {
             self.doc.remove("default_bastion");
