@@ -56,10 +56,11 @@ const PROBE_PING_AFTER: Duration = Duration::from_secs(1);
 /// answer (an HTTP error page) may take to be read: it was sent before the
 /// connection closed, so it is normally there already.
 const REFUSAL_READ_GRACE: Duration = Duration::from_secs(1);
-/// Client bytes kept until the tunnel proves itself, to send again on a
-/// fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
-/// ClientHello, an HTTP request head); a client that sends more before the
-/// first frame comes back is not replayed.
+/// Client bytes sent on a tunnel before it proves itself, kept to send again
+/// on a fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
+/// ClientHello, an HTTP request head), so only a client that uploads at once
+/// (an echo, a push) reaches it; such a client is then held (not read) until
+/// the Bastion answers our ping, one round trip.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// How one tunnel behaves, from `[tunnel]`.
@@ -119,14 +120,21 @@ pub enum PumpError {
     },
 }
 
-/// Client bytes sent on a tunnel that has not proved itself yet.
+/// Client bytes sent on a tunnel that has not proved itself yet: never more
+/// than [`REPLAY_LIMIT`], as upstream stops reading the client there (unless
+/// pings are off: then they are given up past it).
 struct Held {
     bytes: BytesMut,
-    /// More than [`REPLAY_LIMIT`] went up, or the tunnel was confirmed.
+    /// The tunnel was confirmed, or more than [`REPLAY_LIMIT`] went up.
     given_up: bool,
 }
 
 impl Held {
+    /// How many more client bytes may go up before the tunnel is confirmed.
+    fn room(&self) -> usize {
+        REPLAY_LIMIT.saturating_sub(self.bytes.len())
+    }
+
     fn keep(&mut self, data: &[u8], confirmed: bool) {
         if self.given_up {
             return;
@@ -188,6 +196,7 @@ where
     let (mut sink, mut stream) = ws.split();
     let activity = Activity::default();
     let ping_wanted = Notify::new();
+    let confirmed = Notify::new();
     let held = Mutex::new(Held {
         bytes: BytesMut::new(),
         given_up: false,
@@ -196,13 +205,21 @@ where
         let up = upstream::Upstream {
             sink: &mut sink,
             ping_wanted: &ping_wanted,
+            confirmed: &confirmed,
             activity: &activity,
             held: &held,
             options,
             meters,
         }
         .run(reader, replay);
-        let down = downstream::run(writer, &mut stream, &activity, options.max_frame, meters);
+        let down = downstream::run(
+            writer,
+            &mut stream,
+            &activity,
+            &confirmed,
+            options.max_frame,
+            meters,
+        );
         let keepalive = keepalive::watch(&activity, &ping_wanted, options.keepalive);
         let probe = probe(&activity, &ping_wanted, options.probe);
         tokio::pin!(up, down, keepalive, probe);
