@@ -21,6 +21,11 @@ pub const DEFAULT_TOKEN_SCOPE: &str = "https://management.azure.com/.default";
 pub const DEFAULT_MAX_SESSIONS: u32 = 32;
 /// More sessions than any Bastion SKU carries.
 const MAX_MAX_SESSIONS: u32 = 10_000;
+/// Default waiting connections per session: a burst of IDE windows or a
+/// parallel `ansible` run waits its turn, a runaway loop does not pile up.
+const WAITING_PER_SESSION: u32 = 8;
+/// Upper bound of `max_waiting`: each waiting connection holds a descriptor.
+const MAX_MAX_WAITING: u32 = 100_000;
 
 /// A settings problem, with the file it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,19 @@ pub struct BastionSettings {
     /// connections beyond it wait for a free one.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u32,
+    /// Connections waiting for one of those sessions at most; beyond it new
+    /// ones are closed at once, so a flood holds neither descriptors nor
+    /// memory for `setup_timeout_secs`. Default: [`WAITING_PER_SESSION`]
+    /// times `max_sessions`.
+    pub max_waiting: Option<u32>,
+}
+
+impl BastionSettings {
+    /// `max_waiting`, or its default.
+    pub fn max_waiting(&self) -> u32 {
+        self.max_waiting
+            .unwrap_or_else(|| self.max_sessions.saturating_mul(WAITING_PER_SESSION))
+    }
 }
 
 fn default_max_sessions() -> u32 {
@@ -193,6 +211,11 @@ impl Settings {
                 return Err(format!(
                     "`bastions.{name}.max_sessions` = {} is out of range (1 to {MAX_MAX_SESSIONS})",
                     bastion.max_sessions
+                ));
+            }
+            if let Some(waiting) = bastion.max_waiting.filter(|w| *w > MAX_MAX_WAITING) {
+                return Err(format!(
+                    "`bastions.{name}.max_waiting` = {waiting} is out of range (0 to {MAX_MAX_WAITING})"
                 ));
             }
         }
@@ -393,8 +416,18 @@ keepalive_interval_secs = 5
         .unwrap_err()
         .to_string();
         assert!(err.contains("bastions.hub.max_sessions"), "{err}");
+        let err = parse(&format!(
+            "[bastions.hub]\nresource_id = \"{HUB}\"\nmax_waiting = 1000000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bastions.hub.max_waiting"), "{err}");
         let s = parse(&format!("[bastions.hub]\nresource_id = \"{HUB}\"\n")).unwrap();
         assert_eq!(s.bastions["hub"].max_sessions, DEFAULT_MAX_SESSIONS);
+        assert_eq!(
+            s.bastions["hub"].max_waiting(),
+            DEFAULT_MAX_SESSIONS * WAITING_PER_SESSION
+        );
     }
 
     #[test]
@@ -405,5 +438,30 @@ keepalive_interval_secs = 5
             parse_bastion_resource_id(HUB),
             Some(("0000", "rg-hub", "bastion-hub"))
         );
+    }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any settings text is accepted or refused with a message; no panic.
+            #[test]
+            fn any_settings_text_is_accepted_or_refused(text in "\\PC{0,300}") {
+                let _ = parse(&text);
+            }
+
+            /// Any value of a known key is accepted or refused, naming the key.
+            #[test]
+            fn any_value_of_a_known_key_is_checked(
+                key in proptest::sample::select(vec!["keepalive_interval_secs", "keepalive_timeout_secs",
+                    "max_frame_bytes", "eof_linger_secs", "setup_timeout_secs", "spare_connections"]),
+                value in proptest::num::i64::ANY,
+            ) {
+                if let Err(e) = parse(&format!("[tunnel]\n{key} = {value}\n")) {
+                    proptest::prop_assert!(e.to_string().contains(key), "{e}");
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use bastion_proto::v1::{self as proto, ForwardState};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -33,6 +33,11 @@ pub const BIND_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after accept() fails for lack of resources (EMFILE, ENOBUFS…), so
 /// the loop does not spin while the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// Connections the kernel holds for a forward until they are accepted: a
+/// burst (many IDE windows, a parallel deploy, a flood being turned away)
+/// beyond std's 128 would otherwise leave clients half-connected, waiting
+/// for a SYN-ACK retransmission. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
 /// How long removing a forward waits for its listener to be closed, so the
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +53,8 @@ pub struct ForwardSpec {
     pub created_at_ms: i64,
     /// Serve every local user, not only the daemon's own.
     pub allow_other_users: bool,
+    /// Saved fields this version does not know, written back as they were.
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ForwardSpec {
@@ -61,6 +68,7 @@ impl ForwardSpec {
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
             allow_other_users: self.allow_other_users,
+            unknown: self.unknown.clone(),
         }
     }
 
@@ -78,15 +86,21 @@ impl ForwardSpec {
             local: SocketAddr::new(ip, saved.local_port),
             created_at_ms: saved.created_at_ms,
             allow_other_users: saved.allow_other_users,
+            unknown: saved.unknown.clone(),
         })
     }
 }
 
-/// Binds a forward's listener.
+/// Binds a forward's listener (SO_REUSEADDR, as std does, so a restart
+/// finds its port free of the last run's TIME_WAIT connections).
 pub fn bind(local: SocketAddr) -> io::Result<TcpListener> {
-    let listener = std::net::TcpListener::bind(local)?;
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
+    let socket = match local {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(local)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 struct Status {
@@ -335,6 +349,13 @@ impl Forward {
         };
         let tunnel = match opened {
             Ok(tunnel) => tunnel,
+            // A flood turned away: logged once per burst where it is
+            // counted, not once per connection, and not the forward's fault.
+            Err(e @ AzureError::Crowded(_)) => {
+                tracing::debug!(error = %e, "turned away");
+                close_gracefully(socket).await;
+                return Err(e.into());
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
                 let e = ConnectionError::from(e);
@@ -356,6 +377,8 @@ impl Forward {
             &self.cancel,
         )
         .await;
+        // Whatever ended it, the client's unread output must not be reset away.
+        close_gracefully(socket).await;
         match &result {
             Ok(()) => tracing::debug!(
                 up = traffic.up.load(Ordering::Relaxed),
