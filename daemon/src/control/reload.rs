@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::bastion::tunnel::Connector;
@@ -117,14 +118,27 @@ pub async fn warm_up(connector: Arc<Connector>, cancel: CancellationToken) {
     }
 }
 
-pub async fn reload_on_sighup(shared: Arc<Shared>, forwards: Arc<Forwards>, config_file: PathBuf) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
+/// Starts catching SIGHUP: called first thing at start-up, so a reload
+/// asked for while the daemon starts (`systemctl reload` right after
+/// `start`) is done once it is ready instead of killing it (SIGHUP's default).
+pub fn catch_sighup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
         Err(error) => {
             tracing::warn!(%error, "cannot listen for SIGHUP; use `bastionctl reload`");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Reloads on every SIGHUP caught by `hangups` (those of start-up included).
+pub async fn reload_on_sighup(
+    shared: Arc<Shared>,
+    forwards: Arc<Forwards>,
+    config_file: PathBuf,
+    hangups: Option<Signal>,
+) {
+    let Some(mut hangups) = hangups else { return };
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
