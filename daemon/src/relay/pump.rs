@@ -211,7 +211,7 @@ where
             options,
             meters,
         }
-        .run(reader, replay);
+        .run(reader, replay.clone());
         let down = downstream::run(
             writer,
             &mut stream,
@@ -254,7 +254,7 @@ where
         }
     };
     match result {
-        Some(Err(error)) => Err(match replayable(&error, &activity, &held) {
+        Some(Err(error)) => Err(match replayable(&error, &activity, &held, replay) {
             Some(replay) => PumpError::Unconfirmed {
                 error: Box::new(error),
                 replay,
@@ -272,7 +272,14 @@ where
 /// What to send again on a fresh tunnel, when `error` is a failure of the
 /// tunnel itself (not of the client, not a deliberate Close from the
 /// Bastion) before any frame came back, and no client byte can be lost.
-fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Option<Bytes> {
+/// `replay`, this tunnel's own, is handed on whole if it failed before
+/// sending anything (the Bastion's refusal can come first).
+fn replayable(
+    error: &PumpError,
+    activity: &Activity,
+    held: &Mutex<Held>,
+    replay: Bytes,
+) -> Option<Bytes> {
     let tunnel_fault = matches!(
         error,
         PumpError::Tunnel(_) | PumpError::Keepalive(_) | PumpError::Silent(_) | PumpError::Vanished
@@ -281,7 +288,7 @@ fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Opt
         return None;
     }
     if !activity.committed() {
-        return Some(Bytes::new());
+        return Some(replay);
     }
     match error {
         PumpError::Tunnel(e) if HttpAfterUpgrade::is_cause_of(e) => held.lock().replay(),
