@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use bastion_tests::bench::resources::Process;
 use bastion_tests::emulator::HandshakeQuirk;
-use bastion_tests::harness::net::{echo_roundtrip, free_port, local, payload, sha256_hex};
+use bastion_tests::harness::net::{
+    echo_roundtrip, echo_roundtrip_within, free_port, local, payload, sha256_hex,
+};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -163,6 +165,10 @@ async fn clients_that_speak_first_survive_intermittent_upgrade_faults() -> Resul
     const MAX_SESSIONS: u64 = 8;
     /// Four times the replay budget: sent at once, before the Bastion's first frame.
     const UPLOAD: usize = 256 * 1024;
+    /// Four waves through 8 sessions, each lingering a second after its
+    /// echo, and a third of the upgrades retried: on two busy cores this
+    /// takes longer than one step's timeout, and a hang still fails.
+    const ALL_WITHIN: Duration = Duration::from_secs(90);
     let env = TestEnv::start().await?;
     env.set_bastion_settings("hub", &format!("max_sessions = {MAX_SESSIONS}"))?;
     env.add_settings("\n[tunnel]\neof_linger_secs = 1\n")?;
@@ -173,7 +179,9 @@ async fn clients_that_speak_first_survive_intermittent_upgrade_faults() -> Resul
         .set_handshake_quirk_every(Some(HandshakeQuirk::HttpTextAfter101), 3);
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|i| {
-            tokio::spawn(async move { echo_roundtrip(local(port), &payload(UPLOAD, i)).await })
+            tokio::spawn(async move {
+                echo_roundtrip_within(local(port), &payload(UPLOAD, i), ALL_WITHIN).await
+            })
         })
         .collect();
     let mut failed = Vec::new();
