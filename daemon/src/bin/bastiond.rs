@@ -73,7 +73,7 @@ fn init_logging(level: Option<&str>) -> Result<()> {
 fn run(args: Args) -> Result<()> {
     // Everything the daemon creates is private to its user.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    ignore_hangups_until_caught()?;
+    bastiond::control::reload::ignore_sighup_until_caught()?;
     instance::raise_file_limit();
     let mut paths = Paths::resolve()?;
     if let Some(config) = args.config {
@@ -105,16 +105,4 @@ fn run(args: Args) -> Result<()> {
     // straggler hold the exit up.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     result
-}
-
-/// SIGHUP (a reload request) is ignored until the daemon catches it for
-/// real ([`bastiond::control::reload::catch_sighup`]): its default action
-/// would kill a daemon asked to reload while it starts. A request ignored
-/// here loses nothing, as the settings have not been read yet.
-fn ignore_hangups_until_caught() -> Result<()> {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: SIG_IGN runs no code in the handler; nothing else is
-    // installing signal handlers yet (single-threaded start-up).
-    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }.context("ignoring SIGHUP")?;
-    Ok(())
 }

@@ -118,6 +118,19 @@ pub async fn warm_up(connector: Arc<Connector>, cancel: CancellationToken) {
     }
 }
 
+/// SIGHUP (a reload request) is ignored from the first line of `main` until
+/// [`catch_sighup`] catches it for real: its default action would kill a
+/// daemon asked to reload while it starts. A request ignored then loses
+/// nothing: the settings have not been read yet.
+pub fn ignore_sighup_until_caught() -> Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
+    // SAFETY: SIG_IGN runs no code in the handler, and start-up is still
+    // single-threaded: nothing else installs handlers meanwhile.
+    unsafe { set_handler(Signal::SIGHUP, SigHandler::SigIgn) }
+        .map_err(|e| anyhow::anyhow!("cannot ignore SIGHUP: {e}"))?;
+    Ok(())
+}
+
 /// Starts catching SIGHUP: called first thing at start-up, so a reload
 /// asked for while the daemon starts (`systemctl reload` right after
 /// `start`) is done once it is ready instead of killing it (SIGHUP's default).
