@@ -53,6 +53,7 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
                 "resolved_at_ms": b.resolved_at_ms,
                 "sessions_in_use": b.sessions_in_use,
                 "max_sessions": b.max_sessions,
+                "turned_away": b.turned_away,
             })
         })
         .collect();
@@ -240,6 +241,7 @@ mod tests {
                 resolved_at_ms: 1,
                 sessions_in_use: 3,
                 max_sessions: 32,
+                turned_away: 0,
             }],
             forwards: 2,
             forwards_in_error: 1,

@@ -23,6 +23,11 @@ pub const DEFAULT_TOKEN_SCOPE: &str = "https://management.azure.com/.default";
 pub const DEFAULT_MAX_SESSIONS: u32 = 32;
 /// More sessions than any Bastion SKU carries.
 const MAX_MAX_SESSIONS: u32 = 10_000;
+/// Default waiting connections per session: a burst of IDE windows or a
+/// parallel `ansible` run waits its turn, a runaway loop does not pile up.
+const WAITING_PER_SESSION: u32 = 8;
+/// Upper bound of `max_waiting`: each waiting connection holds a descriptor.
+const MAX_MAX_WAITING: u32 = 100_000;
 
 /// A settings problem, with the file it comes from.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,19 @@ pub struct BastionSettings {
     /// connections beyond it wait for a free one.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u32,
+    /// Connections waiting for one of those sessions at most; beyond it new
+    /// ones are closed at once, so a flood holds neither descriptors nor
+    /// memory for `setup_timeout_secs`. Default: [`WAITING_PER_SESSION`]
+    /// times `max_sessions`.
+    pub max_waiting: Option<u32>,
+}
+
+impl BastionSettings {
+    /// `max_waiting`, or its default.
+    pub fn max_waiting(&self) -> u32 {
+        self.max_waiting
+            .unwrap_or_else(|| self.max_sessions.saturating_mul(WAITING_PER_SESSION))
+    }
 }
 
 fn default_max_sessions() -> u32 {
@@ -201,6 +219,11 @@ impl Settings {
                     bastion.max_sessions
                 ));
             }
+            if let Some(waiting) = bastion.max_waiting.filter(|w| *w > MAX_MAX_WAITING) {
+                return Err(format!(
+                    "`bastions.{name}.max_waiting` = {waiting} is out of range (0 to {MAX_MAX_WAITING})"
+                ));
+            }
         }
         for (key, value) in [
             ("cloud.resource_manager", &self.cloud.resource_manager),
@@ -283,6 +306,8 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,8 +430,18 @@ keepalive_interval_secs = 5
         .unwrap_err()
         .to_string();
         assert!(err.contains("bastions.hub.max_sessions"), "{err}");
+        let err = parse(&format!(
+            "[bastions.hub]\nresource_id = \"{HUB}\"\nmax_waiting = 1000000\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bastions.hub.max_waiting"), "{err}");
         let s = parse(&format!("[bastions.hub]\nresource_id = \"{HUB}\"\n")).unwrap();
         assert_eq!(s.bastions["hub"].max_sessions, DEFAULT_MAX_SESSIONS);
+        assert_eq!(
+            s.bastions["hub"].max_waiting(),
+            DEFAULT_MAX_SESSIONS * WAITING_PER_SESSION
+        );
     }
 
     #[test]

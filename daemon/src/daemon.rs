@@ -16,7 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::bastion::session::{DELETE_TIMEOUT, Sessions};
 use crate::bastion::tunnel::Connector;
 use crate::config::Settings;
-use crate::control::reload::{reload_on_sighup, warm_up};
+use crate::control::reload::{catch_sighup, reload_on_sighup, warm_up};
 use crate::control::service::{ControlService, check_peer};
 use crate::control::status::summary;
 use crate::events::Events;
@@ -49,6 +49,7 @@ pub async fn run(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let hangups = catch_sighup();
     let settings = Settings::load(&options.config_file)?;
     tracing::info!(
         config = %options.config_file.display(),
@@ -114,6 +115,7 @@ pub async fn run(
         shared.clone(),
         forwards.clone(),
         options.config_file.clone(),
+        hangups,
     ));
 
     tokio::select! {

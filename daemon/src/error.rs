@@ -21,7 +21,8 @@ pub enum AzureError {
     #[error("{0}")]
     NotConfigured(String),
     /// The bastion cannot serve this target as it is set up in Azure (SKU,
-    /// "Native client support", "IP-based connection", no dnsName yet).
+    /// "Native client support", "IP-based connection", no dnsName yet), or
+    /// ARM answered with what we will not follow (a `nextLink` elsewhere).
     #[error("{0}")]
     Precondition(String),
     /// The Bastion or ARM answered with an error status.
@@ -44,6 +45,10 @@ pub enum AzureError {
     /// No Bastion session could be had within the setup deadline (`max_sessions`).
     #[error("{0}")]
     Busy(String),
+    /// Too many connections wait for a session already (`max_waiting`):
+    /// turned away at once, without a try.
+    #[error("{0}")]
+    Crowded(String),
 }
 
 impl AzureError {
@@ -79,7 +84,8 @@ impl AzureError {
             | AzureError::NotConfigured(_)
             | AzureError::Precondition(_)
             | AzureError::TooLarge { .. }
-            | AzureError::Busy(_) => false,
+            | AzureError::Busy(_)
+            | AzureError::Crowded(_) => false,
         }
     }
 

@@ -151,4 +151,30 @@ mod tests {
         assert_eq!(error_message(502, b""), "Bad Gateway (empty body)");
         assert_eq!(error_message(500, &[0xff, 0xfe]), "\u{fffd}\u{fffd}");
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any body, of any status, becomes a short, printable message.
+            #[test]
+            fn any_body_becomes_a_short_printable_message(
+                status in 0u16..600,
+                body in proptest::collection::vec(proptest::num::u8::ANY, 0..4096),
+            ) {
+                let message = error_message(status, &body);
+                proptest::prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+                proptest::prop_assert!(message.chars().count() <= MESSAGE_CHARS + 3, "{message:?}");
+            }
+
+            /// A JSON message of any text comes through printable.
+            #[test]
+            fn any_json_message_comes_through_printable(text in ".{0,600}") {
+                let body = serde_json::json!({"message": text}).to_string();
+                let message = error_message(400, body.as_bytes());
+                proptest::prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+            }
+        }
+    }
 }

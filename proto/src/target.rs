@@ -276,4 +276,28 @@ mod tests {
         assert!(Target::from_parts("10.1.0.4", 65536).is_err());
         assert!(Target::from_parts("10.1.0.4", 0).is_err());
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any text parses or is refused, and what parses reads back the same.
+            #[test]
+            fn any_text_parses_or_is_refused_and_round_trips(text in "\\PC{0,80}") {
+                if let Ok(target) = Target::parse(&text) {
+                    proptest::prop_assert_eq!(Target::parse(&target.to_string()).unwrap(), target);
+                }
+            }
+
+            /// Every IP and port a user can type parses to itself.
+            #[test]
+            fn every_ip_and_port_parses(ip in proptest::arbitrary::any::<std::net::IpAddr>(), port in 1u16..) {
+                let text = std::net::SocketAddr::new(ip, port).to_string();
+                let target = Target::parse(&text).unwrap();
+                proptest::prop_assert_eq!(target.port, port);
+                proptest::prop_assert_eq!(Target::parse(&target.to_string()).unwrap(), target);
+            }
+        }
+    }
 }

@@ -9,29 +9,13 @@ use bastion_tests::emulator::HandshakeQuirk;
 use bastion_tests::harness::net::{echo_roundtrip, expect_cut, local, payload, sha256_hex};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 type Result = anyhow::Result<()>;
 
 const ECHO: &str = "10.1.0.4:7";
 /// A VNet address the tests map to servers of their own.
 const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 20));
-
-/// Appends `extra` to the daemon's settings file.
-fn add_settings(env: &TestEnv, extra: &str) -> Result {
-    let mut config = std::fs::read_to_string(env.config_file())?;
-    config.push_str(extra);
-    std::fs::write(env.config_file(), config)?;
-    Ok(())
-}
-
-/// A server of the test's own, reachable in the VNet at `MAPPED:port`.
-async fn mapped_server(env: &TestEnv, port: u16) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    env.emulator
-        .map_target(MAPPED, port, listener.local_addr()?);
-    Ok(listener)
-}
 
 async fn wait_no_live_sessions(env: &TestEnv) -> Result {
     env.emulator
@@ -69,7 +53,7 @@ async fn a_stalled_upgrade_is_replaced_for_a_server_first_target() -> Result {
     // Like sshd: the target speaks first, so a client waits in silence and a
     // stalled tunnel would leave it waiting for the keepalive (45 s).
     let env = TestEnv::start().await?;
-    let banner = mapped_server(&env, 22).await?;
+    let banner = env.mapped_server(MAPPED, 22).await?;
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = banner.accept().await {
             tokio::spawn(async move {
@@ -129,13 +113,10 @@ async fn an_upload_to_a_target_that_pauses_survives_the_keepalive() -> Result {
     const UPLOAD: usize = 16 << 20;
     const PAUSE: Duration = Duration::from_secs(4);
     let env = TestEnv::start().await?;
-    add_settings(
-        &env,
-        "\n[tunnel]\nkeepalive_interval_secs = 1\nkeepalive_timeout_secs = 1\n",
-    )?;
+    env.add_settings("\n[tunnel]\nkeepalive_interval_secs = 1\nkeepalive_timeout_secs = 1\n")?;
     // A sink that reads the first 64 KiB, stops reading for PAUSE, then
     // reads the rest and answers with its SHA-256.
-    let sink = mapped_server(&env, 9000).await?;
+    let sink = env.mapped_server(MAPPED, 9000).await?;
     tokio::spawn(async move {
         if let Ok((mut stream, _)) = sink.accept().await {
             let mut data = vec![0u8; UPLOAD];
@@ -172,12 +153,8 @@ async fn max_sessions_caps_live_sessions_and_everyone_gets_through() -> Result {
     const CONNECTIONS: u64 = 32;
     const MAX_SESSIONS: u64 = 8;
     let env = TestEnv::start().await?;
-    let config = std::fs::read_to_string(env.config_file())?.replace(
-        "[bastions.hub]\n",
-        &format!("[bastions.hub]\nmax_sessions = {MAX_SESSIONS}\n"),
-    );
-    std::fs::write(env.config_file(), config)?;
-    add_settings(&env, "\n[tunnel]\neof_linger_secs = 1\n")?;
+    env.set_bastion_settings("hub", &format!("max_sessions = {MAX_SESSIONS}"))?;
+    env.add_settings("\n[tunnel]\neof_linger_secs = 1\n")?;
     let _daemon = Daemon::start(&env).await?;
     let port = env.add_forward(ECHO, &["--name", "busy"]).await?;
     let clients: Vec<_> = (0..CONNECTIONS)
@@ -213,7 +190,7 @@ async fn a_frame_too_big_for_the_backend_names_the_setting() -> Result {
     })
     .await?;
     // The fix the message names works, through a reload.
-    add_settings(&env, "\n[tunnel]\nmax_frame_bytes = 4096\n")?;
+    env.add_settings("\n[tunnel]\nmax_frame_bytes = 4096\n")?;
     env.ctl_ok(&["reload"]).await?;
     echo_roundtrip(local(port), &payload(256 * 1024, 2)).await?;
     Ok(())
@@ -222,7 +199,7 @@ async fn a_frame_too_big_for_the_backend_names_the_setting() -> Result {
 #[tokio::test]
 async fn keepalive_can_be_turned_off() -> Result {
     let env = TestEnv::start().await?;
-    add_settings(&env, "\n[tunnel]\nkeepalive_interval_secs = 0\n")?;
+    env.add_settings("\n[tunnel]\nkeepalive_interval_secs = 0\n")?;
     let _daemon = Daemon::start(&env).await?;
     let port = env.add_forward(ECHO, &["--name", "nopings"]).await?;
     echo_roundtrip(local(port), b"no pings").await?;

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::azure::arm_list;
 use crate::azure::bastion_host::{ArmBastion, BastionHost};
 use crate::azure::http::MAX_RESPONSE_BODY;
+use crate::azure::session_slots::SessionSlots;
 use crate::config::{BastionSettings, Settings};
 use crate::error::AzureError;
 use crate::secret::Secret;
@@ -84,8 +85,8 @@ pub struct BastionEntry {
     /// The background refreshes; each ends with its ARM request (bounded by
     /// the HTTPS client's request timeout).
     refreshes: TaskTracker,
-    /// One permit per live session (`max_sessions`); waiters are served in order.
-    slots: Arc<Semaphore>,
+    /// `max_sessions` and the connections waiting for one.
+    slots: SessionSlots,
 }
 
 #[derive(Default, Clone)]
@@ -104,7 +105,7 @@ impl BastionEntry {
             resolving: Arc::default(),
             refreshing: Arc::default(),
             refreshes: TaskTracker::new(),
-            slots: Arc::new(Semaphore::new(settings.max_sessions as usize)),
+            slots: SessionSlots::new(settings),
         }
     }
 
@@ -112,28 +113,23 @@ impl BastionEntry {
         &self.settings.resource_id
     }
 
-    /// Waits (in order, until `deadline`) for room for one more live session.
+    /// Waits (in order, until `deadline`) for room for one more live
+    /// session; turned away at once when `max_waiting` connections wait already.
     pub async fn session_slot(
         &self,
         deadline: Instant,
     ) -> Result<OwnedSemaphorePermit, AzureError> {
-        let max = self.settings.max_sessions;
-        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // The semaphore is never closed; a timeout is the only way here.
-            _ => Err(AzureError::Busy(format!(
-                "all {max} Bastion sessions allowed on bastion {} are in use and none came free in time; \
-                 raise `max_sessions` under [bastions.{}] in config.toml (a Standard Bastion carries \
-                 about 40 SSH sessions in all), or close idle connections",
-                self.name, self.name
-            ))),
-        }
+        self.slots.acquire(&self.name, deadline).await
     }
 
     /// Sessions of this bastion in use (or being deleted) now.
     pub fn sessions_in_use(&self) -> u32 {
-        let free = u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX);
-        self.settings.max_sessions.saturating_sub(free)
+        self.slots.in_use()
+    }
+
+    /// Connections turned away for want of a place in the waiting line.
+    pub fn turned_away(&self) -> u64 {
+        self.slots.turned_away()
     }
 
     pub fn snapshot(&self) -> EntryState {
@@ -291,6 +287,7 @@ mod tests {
         let settings = BastionSettings {
             resource_id: ID.into(),
             max_sessions: 1,
+            max_waiting: None,
         };
         let entry = BastionEntry::new("hub", &settings);
         let mut state = entry.lock();

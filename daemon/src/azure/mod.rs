@@ -10,4 +10,5 @@ pub mod bastion_host;
 pub mod claims;
 pub mod dev_tools;
 pub mod http;
+pub mod session_slots;
 pub mod vm_lookup;

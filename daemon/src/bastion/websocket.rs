@@ -94,11 +94,7 @@ pub async fn open(
                 UPGRADE_TIMEOUT.as_secs()
             )))
         })??;
-    let stream = Prefixed {
-        prefix: leftover,
-        inner: conn,
-        checked: false,
-    };
+    let stream = Prefixed::new(leftover, conn);
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
 }
 
@@ -194,10 +190,50 @@ fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, AzureError> {
 /// bytes are checked for an HTTP response: a Bastion has been seen sending an
 /// error page right after its 101, which must fail the tunnel with a clear
 /// message rather than be parsed as (or waited on as) a WebSocket frame.
+/// The check holds whatever the reads are cut into: "HTTP/" may come one
+/// byte at a time.
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
-    checked: bool,
+    /// The first bytes while they may still be the start of "HTTP/"; `None`
+    /// once they are known not to be.
+    head: Option<Vec<u8>>,
+}
+
+/// How an HTTP response starts.
+const HTTP_MARK: &[u8] = b"HTTP/";
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
+        Prefixed {
+            prefix,
+            inner,
+            head: Some(Vec::new()),
+        }
+    }
+
+    /// Notes `read`, the next bytes of the stream: the error if they
+    /// complete "HTTP/" at the stream's start.
+    fn sniff(&mut self, read: &[u8]) -> Option<HttpAfterUpgrade> {
+        let head = self.head.as_mut()?;
+        let take = (HTTP_MARK.len() - head.len()).min(read.len());
+        head.extend_from_slice(&read[..take]);
+        if !HTTP_MARK.starts_with(head) {
+            self.head = None;
+            return None;
+        }
+        if head.len() < HTTP_MARK.len() {
+            return None;
+        }
+        let mut text = std::mem::take(head);
+        self.head = None;
+        text.extend_from_slice(&read[take..]);
+        let status_line = text.split(|b| *b == b'\r').next().unwrap_or_default();
+        Some(HttpAfterUpgrade(printable(&truncate(
+            &String::from_utf8_lossy(status_line),
+            STATUS_LINE_CHARS,
+        ))))
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -215,19 +251,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         }
         let read = &buf.filled()[before..];
-        if !self.checked && !read.is_empty() {
-            self.checked = true;
-            if read.starts_with(b"HTTP/") {
-                let status_line = read.split(|b| *b == b'\r').next().unwrap_or_default();
-                let status_line = printable(&truncate(
-                    &String::from_utf8_lossy(status_line),
-                    STATUS_LINE_CHARS,
-                ));
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    HttpAfterUpgrade(status_line),
-                )));
-            }
+        if self.head.is_some()
+            && let Some(refusal) = self.sniff(read)
+        {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, refusal)));
         }
         Poll::Ready(Ok(()))
     }
@@ -307,11 +334,7 @@ mod tests {
         a.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>")
             .await
             .unwrap();
-        let mut s = Prefixed {
-            prefix: Bytes::new(),
-            inner: b,
-            checked: false,
-        };
+        let mut s = Prefixed::new(Bytes::new(), b);
         let mut buf = [0u8; 64];
         let err = s.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -323,17 +346,94 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_text_after_the_upgrade_is_found_in_reads_of_one_byte() {
+        let page = b"HTTP/1.1 400 Bad Request\r\n\r\n<html>";
+        let mut s = Prefixed::new(Bytes::new(), &page[..]);
+        let mut byte = [0u8; 1];
+        let mut error = None;
+        for _ in 0..page.len() {
+            if let Err(e) = s.read(&mut byte).await {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("the HTTP page went through as WebSocket bytes");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().ends_with("HTTP/"), "{error}");
+    }
+
+    #[tokio::test]
     async fn prefixed_replays_leftover_first() {
         let (mut a, b) = tokio::io::duplex(64);
         a.write_all(b"world").await.unwrap();
         drop(a);
-        let mut s = Prefixed {
-            prefix: Bytes::from_static(b"hello "),
-            inner: b,
-            checked: false,
-        };
+        let mut s = Prefixed::new(Bytes::from_static(b"hello "), b);
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a server answers, the parser decides without panicking,
+            /// never claims more head than it was given, and says only printable things.
+            #[test]
+            fn any_answer_is_parsed_or_refused(answer in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+                match parse_response(&answer, KEY) {
+                    Ok(Some(len)) => proptest::prop_assert!(len <= answer.len()),
+                    Ok(None) => {}
+                    Err(e) => proptest::prop_assert!(!e.to_string().chars().any(char::is_control)),
+                }
+            }
+
+            /// A 101 head is found whatever follows it.
+            #[test]
+            fn a_101_is_found_before_any_trailing_bytes(trailing in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+                let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+                let mut answer = head.to_vec();
+                answer.extend_from_slice(&trailing);
+                proptest::prop_assert_eq!(parse_response(&answer, KEY).unwrap(), Some(head.len()));
+            }
+
+            /// HTTP after the 101 is found however the reads cut it, and
+            /// WebSocket bytes (which never start with "HTTP/") pass untouched.
+            #[test]
+            fn http_after_the_upgrade_is_found_in_reads_of_any_size(
+                cuts in proptest::collection::vec(1usize..16, 1..64),
+                frames in proptest::collection::vec(proptest::num::u8::ANY, 1..256),
+            ) {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let page = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>".to_vec();
+                let read_all = |bytes: Vec<u8>| {
+                    let cuts = cuts.clone();
+                    runtime.block_on(async move {
+                        let mut s = Prefixed::new(Bytes::new(), &bytes[..]);
+                        let mut got = Vec::new();
+                        for size in cuts.iter().cycle() {
+                            let mut buf = vec![0u8; *size];
+                            match s.read(&mut buf).await {
+                                Ok(0) => return Ok(got),
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok(got)
+                    })
+                };
+                let refused = read_all(page);
+                proptest::prop_assert!(refused.is_err());
+                proptest::prop_assert!(HttpAfterUpgrade::is_cause_of(
+                    &tokio_tungstenite::tungstenite::Error::Io(refused.unwrap_err())
+                ));
+                let mut frames = frames;
+                if frames.starts_with(b"H") {
+                    frames[0] = 0x82;
+                }
+                proptest::prop_assert_eq!(read_all(frames.clone()).unwrap(), frames);
+            }
+        }
     }
 }

@@ -73,6 +73,7 @@ fn init_logging(level: Option<&str>) -> Result<()> {
 fn run(args: Args) -> Result<()> {
     // Everything the daemon creates is private to its user.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    bastiond::control::reload::ignore_sighup_until_caught()?;
     instance::raise_file_limit();
     let mut paths = Paths::resolve()?;
     if let Some(config) = args.config {

@@ -48,7 +48,8 @@ pub fn hint(step: &str, error: &AzureError, kind: CredentialKind) -> String {
         AzureError::NotConfigured(_)
         | AzureError::Precondition(_)
         | AzureError::Rejected { .. }
-        | AzureError::Busy(_) => String::new(),
+        | AzureError::Busy(_)
+        | AzureError::Crowded(_) => String::new(),
     }
 }
 

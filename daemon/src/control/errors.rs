@@ -26,7 +26,7 @@ pub fn azure_code(error: &AzureError) -> Code {
         AzureError::Unreachable { .. } | AzureError::WebSocket(_) | AzureError::TooLarge { .. } => {
             Code::Unavailable
         }
-        AzureError::Busy(_) => Code::ResourceExhausted,
+        AzureError::Busy(_) | AzureError::Crowded(_) => Code::ResourceExhausted,
     }
 }
 

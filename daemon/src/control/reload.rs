@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::bastion::tunnel::Connector;
@@ -125,14 +126,40 @@ pub async fn warm_up(connector: Arc<Connector>, cancel: CancellationToken) {
     }
 }
 
-pub async fn reload_on_sighup(shared: Arc<Shared>, forwards: Arc<Forwards>, config_file: PathBuf) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
+/// SIGHUP (a reload request) is ignored from the first line of `main` until
+/// [`catch_sighup`] catches it for real: its default action would kill a
+/// daemon asked to reload while it starts. A request ignored then loses
+/// nothing: the settings have not been read yet.
+pub fn ignore_sighup_until_caught() -> Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal as set_handler};
+    // SAFETY: SIG_IGN runs no code in the handler, and start-up is still
+    // single-threaded: nothing else installs handlers meanwhile.
+    unsafe { set_handler(Signal::SIGHUP, SigHandler::SigIgn) }
+        .map_err(|e| anyhow::anyhow!("cannot ignore SIGHUP: {e}"))?;
+    Ok(())
+}
+
+/// Starts catching SIGHUP: called first thing at start-up, so a reload
+/// asked for while the daemon starts (`systemctl reload` right after
+/// `start`) is done once it is ready instead of killing it (SIGHUP's default).
+pub fn catch_sighup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
         Err(error) => {
             tracing::warn!(%error, "cannot listen for SIGHUP; use `bastionctl reload`");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Reloads on every SIGHUP caught by `hangups` (those of start-up included).
+pub async fn reload_on_sighup(
+    shared: Arc<Shared>,
+    forwards: Arc<Forwards>,
+    config_file: PathBuf,
+    hangups: Option<Signal>,
+) {
+    let Some(mut hangups) = hangups else { return };
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,

@@ -60,6 +60,7 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
                 resolved_at_ms: state.resolved_at.map_or(0, to_ms),
                 sessions_in_use: entry.sessions_in_use(),
                 max_sessions: entry.settings.max_sessions,
+                turned_away: entry.turned_away(),
             }
         })
         .collect();

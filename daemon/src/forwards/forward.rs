@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use bastion_proto::v1::{self as proto, ForwardState};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,15 +34,25 @@ pub const BIND_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 /// Pause after accept() fails for lack of resources (EMFILE, ENOBUFS…), so
 /// the loop does not spin while the process is out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// Connections the kernel holds for a forward until they are accepted: a
+/// burst (many IDE windows, a parallel deploy, a flood being turned away)
+/// beyond std's 128 would otherwise leave clients half-connected, waiting
+/// for a SYN-ACK retransmission. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
 /// How long removing a forward waits for its listener to be closed, so the
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Binds a forward's listener.
+/// Binds a forward's listener (SO_REUSEADDR, as std does, so a restart
+/// finds its port free of the last run's TIME_WAIT connections).
 pub fn bind(local: SocketAddr) -> io::Result<TcpListener> {
-    let listener = std::net::TcpListener::bind(local)?;
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
+    let socket = match local {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(local)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 struct Status {
@@ -314,6 +324,13 @@ impl Forward {
         };
         let (tunnel, target) = match opened {
             Ok(opened) => opened,
+            // A flood turned away: logged once per burst where it is
+            // counted, not once per connection, and not the forward's fault.
+            Err(e @ ConnectionError::Open(AzureError::Crowded(_))) => {
+                tracing::debug!(error = %e, "turned away");
+                close_gracefully(socket).await;
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
                 self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
@@ -339,6 +356,8 @@ impl Forward {
             &self.cancel,
         )
         .await;
+        // Whatever ended it, the client's unread output must not be reset away.
+        close_gracefully(socket).await;
         match &result {
             Ok(()) => tracing::debug!(
                 up = traffic.up.load(Ordering::Relaxed),

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use serde_json::Value;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
@@ -17,7 +18,7 @@ use crate::forwards::forward::{self, Forward};
 use crate::forwards::name::{default_name, new_id, unique_name, validate_name};
 use crate::forwards::source::Source;
 use crate::forwards::spec::ForwardSpec;
-use crate::forwards::store::{SavedForward, Store};
+use crate::forwards::store::Store;
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
 use bastion_proto::target::Target;
@@ -76,6 +77,11 @@ impl Forwards {
             self.shared.alert(notice);
         }
         let mut list = self.lock();
+        for kept in loaded.kept {
+            let unrestored = Unrestored::new(kept.entry, kept.reason);
+            tracing::error!(forward = %unrestored.name(), error = %unrestored.reason, "cannot read saved forward; keeping it in the state file");
+            self.unrestored.lock().push(unrestored);
+        }
         for saved in &loaded.forwards {
             let spec = match ForwardSpec::from_saved(saved) {
                 Ok(spec) => spec,
@@ -83,7 +89,7 @@ impl Forwards {
                     tracing::error!(forward = %saved.name, error = %e, "cannot start saved forward; keeping it in the state file");
                     self.unrestored
                         .lock()
-                        .push(Unrestored::new(saved.clone(), e));
+                        .push(Unrestored::new(saved.to_entry(), e));
                     continue;
                 }
             };
@@ -123,7 +129,7 @@ impl Forwards {
     fn prepare(
         &self,
         request: proto::AddForwardRequest,
-    ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<SavedForward>), ForwardError> {
+    ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<Value>), ForwardError> {
         let target = request
             .target
             .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
@@ -167,7 +173,7 @@ impl Forwards {
             validate_name(name).map_err(ForwardError::InvalidArgument)?;
         }
         let list = self.lock();
-        let taken_by_unrestored = self.unrestored.lock().iter().any(|u| u.saved.name == name);
+        let taken_by_unrestored = self.unrestored.lock().iter().any(|u| u.name() == name);
         if !name.is_empty() && taken_by_unrestored {
             return Err(ForwardError::AlreadyExists(format!(
                 "a forward named {name:?} already exists (not started; see `bastionctl forward list`)"
@@ -214,9 +220,10 @@ impl Forwards {
             allow_other_users: request.allow_other_users,
             source: Source::Cli,
             resource_group: None,
+            unknown: serde_json::Map::new(),
         };
         let mut saved = self.saved(&list);
-        saved.push(spec.to_saved());
+        saved.push(spec.to_saved().to_entry());
         Ok((listener, spec, saved))
     }
 
@@ -278,7 +285,7 @@ impl Forwards {
             ))));
         }
         let removed = self.unrestored.lock().remove(index);
-        self.shared.events.forward_removed(removed.saved.id.clone());
+        self.shared.events.forward_removed(removed.id().to_owned());
         let mut proto = removed.to_proto();
         proto.state = ForwardState::Stopping.into();
         Some(Ok(proto))
@@ -302,21 +309,21 @@ impl Forwards {
 
     /// What the state file holds for `list` plus the unrestored forwards:
     /// the forwards added with bastionctl (declared ones live in the settings).
-    fn saved(&self, list: &[Arc<Forward>]) -> Vec<SavedForward> {
+    fn saved(&self, list: &[Arc<Forward>]) -> Vec<Value> {
         self.saved_with(list, &self.unrestored.lock())
     }
 
-    fn saved_with(&self, list: &[Arc<Forward>], unrestored: &[Unrestored]) -> Vec<SavedForward> {
+    fn saved_with(&self, list: &[Arc<Forward>], unrestored: &[Unrestored]) -> Vec<Value> {
         list.iter()
             .filter(|f| f.spec.source == Source::Cli)
-            .map(|f| f.spec.to_saved())
-            .chain(unrestored.iter().map(|u| u.saved.clone()))
+            .map(|f| f.spec.to_saved().to_entry())
+            .chain(unrestored.iter().map(|u| u.entry.clone()))
             .collect()
     }
 
     /// Writes `saved` on the blocking pool: fsync and rename may take long
     /// on a busy disk, and must not stall the runtime's workers.
-    async fn persist(&self, saved: Vec<SavedForward>) -> anyhow::Result<()> {
+    async fn persist(&self, saved: Vec<Value>) -> anyhow::Result<()> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.save(&saved))
             .await

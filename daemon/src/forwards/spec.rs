@@ -24,6 +24,8 @@ pub struct ForwardSpec {
     /// Where a VM-name target (declared forwards keep the name and look it
     /// up per connection, through the 5-minute cache) is searched.
     pub resource_group: Option<String>,
+    /// Saved fields this version does not know, written back as they were.
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ForwardSpec {
@@ -37,6 +39,7 @@ impl ForwardSpec {
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
             allow_other_users: self.allow_other_users,
+            unknown: self.unknown.clone(),
         }
     }
 
@@ -56,6 +59,7 @@ impl ForwardSpec {
             allow_other_users: saved.allow_other_users,
             source: Source::Cli,
             resource_group: None,
+            unknown: saved.unknown.clone(),
         })
     }
 

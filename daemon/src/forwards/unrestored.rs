@@ -1,52 +1,80 @@
-//! Saved forwards that could not be started (a target or address the file
-//! holds but this daemon cannot parse, e.g. written by hand or by a newer
-//! version). They are kept as they are: shown as `error` with the reason,
+//! Saved forwards that could not be started: an entry this version cannot
+//! read (written by a newer version, or by hand) or whose target or address
+//! it cannot use. They are kept verbatim: shown as `error` with the reason,
 //! written back on every save, and removable, so nothing the user set up is
 //! erased by the next save.
 
 use bastion_proto::v1::{self as proto, ForwardState};
+use serde_json::Value;
 
 use crate::forwards::source::Source;
-use crate::forwards::store::SavedForward;
 
 #[derive(Debug, Clone)]
 pub struct Unrestored {
-    pub saved: SavedForward,
+    /// The state file's entry, as it was.
+    pub entry: Value,
     pub reason: String,
     pub at_ms: i64,
 }
 
 impl Unrestored {
-    pub fn new(saved: SavedForward, reason: String) -> Unrestored {
+    pub fn new(entry: Value, reason: String) -> Unrestored {
         Unrestored {
-            saved,
+            entry,
             reason,
             at_ms: bastion_proto::time::now_ms(),
         }
     }
 
+    pub fn name(&self) -> &str {
+        self.text("name")
+    }
+
+    pub fn id(&self) -> &str {
+        self.text("id")
+    }
+
+    /// A text field of the entry, empty where it has none.
+    fn text(&self, key: &str) -> &str {
+        self.entry[key].as_str().unwrap_or_default()
+    }
+
+    /// A number field of the entry, 0 where it has none that fits.
+    fn number<T: TryFrom<i64> + Default>(&self, key: &str) -> T {
+        self.entry[key]
+            .as_i64()
+            .and_then(|n| T::try_from(n).ok())
+            .unwrap_or_default()
+    }
+
     /// The forward as `list` shows it: in error, with why it is not running.
     pub fn to_proto(&self) -> proto::Forward {
-        let saved = &self.saved;
+        // Shown as written, so the user recognises what to fix.
+        let target = match &self.entry["target"] {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
         proto::Forward {
-            id: saved.id.clone(),
-            name: saved.name.clone(),
-            bastion: saved.bastion.clone(),
-            // Shown as written, so the user recognises what to fix.
+            id: self.id().to_owned(),
+            name: self.name().to_owned(),
+            bastion: self.text("bastion").to_owned(),
             target: Some(proto::Target {
-                host: saved.target.clone(),
+                host: target,
                 port: 0,
             }),
-            bind_address: saved.bind_address.clone(),
-            local_port: u32::from(saved.local_port),
+            bind_address: self.text("bind_address").to_owned(),
+            local_port: self.number("local_port"),
             state: ForwardState::Error.into(),
             last_error: format!(
                 "not started: {}; fix it in the state file and restart, or remove the forward",
                 self.reason
             ),
             last_error_at_ms: self.at_ms,
-            created_at_ms: saved.created_at_ms,
-            allow_other_users: saved.allow_other_users,
+            created_at_ms: self.number("created_at_ms"),
+            allow_other_users: self.entry["allow_other_users"]
+                .as_bool()
+                .unwrap_or_default(),
             // Only forwards added with bastionctl are saved.
             source: Source::Cli.as_str().to_owned(),
             ..Default::default()
@@ -54,6 +82,6 @@ impl Unrestored {
     }
 
     pub fn matches(&self, selector: &str) -> bool {
-        self.saved.name == selector || self.saved.id == selector
+        !selector.is_empty() && (self.name() == selector || self.id() == selector)
     }
 }

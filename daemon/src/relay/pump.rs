@@ -56,10 +56,11 @@ const PROBE_PING_AFTER: Duration = Duration::from_secs(1);
 /// answer (an HTTP error page) may take to be read: it was sent before the
 /// connection closed, so it is normally there already.
 const REFUSAL_READ_GRACE: Duration = Duration::from_secs(1);
-/// Client bytes kept until the tunnel proves itself, to send again on a
-/// fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
-/// ClientHello, an HTTP request head); a client that sends more before the
-/// first frame comes back is not replayed.
+/// Client bytes sent on a tunnel before it proves itself, kept to send again
+/// on a fresh one: more than any protocol's opening (an ssh KEXINIT, a TLS
+/// ClientHello, an HTTP request head), so only a client that uploads at once
+/// (an echo, a push) reaches it; such a client is then held (not read) until
+/// the Bastion answers our ping, one round trip.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// How one tunnel behaves, from `[tunnel]`.
@@ -119,14 +120,21 @@ pub enum PumpError {
     },
 }
 
-/// Client bytes sent on a tunnel that has not proved itself yet.
+/// Client bytes sent on a tunnel that has not proved itself yet: never more
+/// than [`REPLAY_LIMIT`], as upstream stops reading the client there (unless
+/// pings are off: then they are given up past it).
 struct Held {
     bytes: BytesMut,
-    /// More than [`REPLAY_LIMIT`] went up, or the tunnel was confirmed.
+    /// The tunnel was confirmed, or more than [`REPLAY_LIMIT`] went up.
     given_up: bool,
 }
 
 impl Held {
+    /// How many more client bytes may go up before the tunnel is confirmed.
+    fn room(&self) -> usize {
+        REPLAY_LIMIT.saturating_sub(self.bytes.len())
+    }
+
     fn keep(&mut self, data: &[u8], confirmed: bool) {
         if self.given_up {
             return;
@@ -188,6 +196,7 @@ where
     let (mut sink, mut stream) = ws.split();
     let activity = Activity::default();
     let ping_wanted = Notify::new();
+    let confirmed = Notify::new();
     let held = Mutex::new(Held {
         bytes: BytesMut::new(),
         given_up: false,
@@ -196,13 +205,21 @@ where
         let up = upstream::Upstream {
             sink: &mut sink,
             ping_wanted: &ping_wanted,
+            confirmed: &confirmed,
             activity: &activity,
             held: &held,
             options,
             meters,
         }
-        .run(reader, replay);
-        let down = downstream::run(writer, &mut stream, &activity, options.max_frame, meters);
+        .run(reader, replay.clone());
+        let down = downstream::run(
+            writer,
+            &mut stream,
+            &activity,
+            &confirmed,
+            options.max_frame,
+            meters,
+        );
         let keepalive = keepalive::watch(&activity, &ping_wanted, options.keepalive);
         let probe = probe(&activity, &ping_wanted, options.probe);
         tokio::pin!(up, down, keepalive, probe);
@@ -237,7 +254,7 @@ where
         }
     };
     match result {
-        Some(Err(error)) => Err(match replayable(&error, &activity, &held) {
+        Some(Err(error)) => Err(match replayable(&error, &activity, &held, replay) {
             Some(replay) => PumpError::Unconfirmed {
                 error: Box::new(error),
                 replay,
@@ -255,7 +272,14 @@ where
 /// What to send again on a fresh tunnel, when `error` is a failure of the
 /// tunnel itself (not of the client, not a deliberate Close from the
 /// Bastion) before any frame came back, and no client byte can be lost.
-fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Option<Bytes> {
+/// `replay`, this tunnel's own, is handed on whole if it failed before
+/// sending anything (the Bastion's refusal can come first).
+fn replayable(
+    error: &PumpError,
+    activity: &Activity,
+    held: &Mutex<Held>,
+    replay: Bytes,
+) -> Option<Bytes> {
     let tunnel_fault = matches!(
         error,
         PumpError::Tunnel(_) | PumpError::Keepalive(_) | PumpError::Silent(_) | PumpError::Vanished
@@ -264,7 +288,7 @@ fn replayable(error: &PumpError, activity: &Activity, held: &Mutex<Held>) -> Opt
         return None;
     }
     if !activity.committed() {
-        return Some(Bytes::new());
+        return Some(replay);
     }
     match error {
         PumpError::Tunnel(e) if HttpAfterUpgrade::is_cause_of(e) => held.lock().replay(),

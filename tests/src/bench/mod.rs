@@ -12,6 +12,7 @@
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
+//! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse
 //! - [`suite`]: one run, measurement by measurement
 //! - [`log`]: where everything but the table goes
 //! - [`metric`], [`stats`]: named figures, percentiles, medians, ratios
@@ -31,6 +32,7 @@ pub mod pattern;
 pub mod proxycommand;
 pub mod report;
 pub mod resources;
+pub mod soak;
 pub mod stats;
 pub mod suite;
 pub mod targets;

@@ -98,6 +98,11 @@ pub struct Flags {
     /// `--tunnel max_frame_bytes=4096` to compare frame sizes.
     #[arg(long, value_name = "KEY=VALUE")]
     pub tunnel: Vec<String>,
+    /// Instead of the benchmark: a soak of this many minutes (connections at
+    /// a steady rate, flaky upgrades, dropped WebSockets, slow readers),
+    /// reporting the daemon's resources at its start and end.
+    #[arg(long, value_name = "MINUTES")]
+    pub soak: Option<u64>,
 }
 
 /// The resolved sizes of a benchmark run.

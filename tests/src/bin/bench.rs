@@ -45,6 +45,12 @@ fn run(flags: &Flags) -> anyhow::Result<bool> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    if let Some(minutes) = flags.soak {
+        let opts = bench::options::Options::resolve(flags);
+        let report = runtime.block_on(bench::soak::run(&opts, minutes, &log))?;
+        println!("{}", report.table());
+        return Ok(report.lost.is_empty());
+    }
     let report = runtime.block_on(bench::run(flags, &log))?;
     let json = flags
         .json_out

@@ -96,6 +96,12 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
                 "The access token has expired.",
             ));
         }
+        Err(TokenError::Revoked) => {
+            return Err(unauthorized(
+                "revoked_aztoken",
+                "The access token has been revoked.",
+            ));
+        }
         Err(_) => {
             return Err(unauthorized(
                 "invalid_aztoken",

@@ -284,6 +284,12 @@ impl Emulator {
         self.shared.ledger.wait_for(what, pred, timeout).await
     }
 
+    /// Refuses every token minted so far (HTTP 401, ARM and the token
+    /// POST alike), as for a password reset; tokens minted later work.
+    pub fn revoke_tokens(&self) {
+        self.shared.signer.revoke_minted();
+    }
+
     /// Makes `ip:port` in the VNet reach `to` (e.g. 10.1.0.8:22 -> a real sshd).
     pub fn map_target(&self, ip: IpAddr, port: u16, to: SocketAddr) {
         self.shared.vnet.map(ip, port, to);

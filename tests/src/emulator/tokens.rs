@@ -1,6 +1,7 @@
 //! Access tokens: JWT-shaped (base64url header.payload.HMAC-SHA256) with a key drawn
 //! at every start, so the emulator can verify what it minted and nothing else.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -26,6 +27,10 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     pub(crate) nbf: u64,
     pub(crate) exp: u64,
+    /// Entra's unique token id; here the mint's serial number, so the tokens
+    /// minted so far can be revoked together.
+    #[serde(default)]
+    pub(crate) uti: u64,
     /// A user's sign-in name (tokens for the Azure CLI's user), absent for apps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) upn: Option<String>,
@@ -39,6 +44,8 @@ pub(crate) enum TokenError {
     Expired,
     #[error("token audience is not Azure Resource Manager")]
     WrongAudience,
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 /// A minted token with its expiry (unix seconds).
@@ -50,6 +57,10 @@ pub(crate) struct Minted {
 pub(crate) struct Signer {
     key: [u8; 32],
     tenant_id: String,
+    /// Tokens minted so far: the next one's serial.
+    minted: AtomicU64,
+    /// Tokens with a serial below this are refused as revoked.
+    revoked_below: AtomicU64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -72,7 +83,16 @@ impl Signer {
         Self {
             key: rand::random(),
             tenant_id: tenant_id.to_owned(),
+            minted: AtomicU64::new(0),
+            revoked_below: AtomicU64::new(0),
         }
+    }
+
+    /// Every token minted so far is refused from now on (a password reset,
+    /// a revoked session); tokens minted later are not.
+    pub(crate) fn revoke_minted(&self) {
+        let minted = self.minted.load(Ordering::SeqCst);
+        self.revoked_below.fetch_max(minted, Ordering::SeqCst);
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -102,6 +122,7 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now + lifetime.as_secs(),
+            uti: self.minted.fetch_add(1, Ordering::SeqCst),
             upn: upn.map(str::to_owned),
         };
         let header = B64.encode(br#"{"typ":"JWT","alg":"HS256","kid":"bastion-emulator"}"#);
@@ -132,6 +153,9 @@ impl Signer {
         }
         if !ARM_AUDIENCES.contains(&claims.aud.as_str()) {
             return Err(TokenError::WrongAudience);
+        }
+        if claims.uti < self.revoked_below.load(Ordering::SeqCst) {
+            return Err(TokenError::Revoked);
         }
         Ok(claims)
     }

@@ -17,6 +17,8 @@ use crate::harness::{STEP_TIMEOUT, TestEnv, bins, within};
 
 /// Debug logs from the daemon: the token-leak test reads them all.
 const DAEMON_LOG_FILTER: &str = "debug";
+/// How often [`Daemon::start_hanging_up`] sends SIGHUP while the daemon starts.
+pub const HANGUP_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 /// sd_notify datagrams are small; this is systemd's own limit per message.
 const NOTIFY_DATAGRAM_MAX: usize = 4096;
 
@@ -42,6 +44,22 @@ impl Daemon {
         args: &[&str],
         vars: &[(&str, &str)],
     ) -> anyhow::Result<Daemon> {
+        Self::launch(env, args, vars, false).await
+    }
+
+    /// As [`Daemon::start`], sending SIGHUP (a reload request) every
+    /// [`HANGUP_EVERY`] from the moment its control socket exists until
+    /// READY=1: `systemctl reload` right after `systemctl start`.
+    pub async fn start_hanging_up(env: &TestEnv) -> anyhow::Result<Daemon> {
+        Self::launch(env, &[], &[], true).await
+    }
+
+    async fn launch(
+        env: &TestEnv,
+        args: &[&str],
+        vars: &[(&str, &str)],
+        hang_up: bool,
+    ) -> anyhow::Result<Daemon> {
         let n = env.next_daemon();
         let log = env.root().join(format!("bastiond-{n}.log"));
         let notify_path = env.root().join(format!("notify-{n}.sock"));
@@ -55,8 +73,16 @@ impl Daemon {
         let notifications = Arc::new(Mutex::new(Vec::new()));
         let ready = within("bastiond to send READY=1", STEP_TIMEOUT, async {
             let mut buf = vec![0u8; NOTIFY_DATAGRAM_MAX];
+            let mut hangups = tokio::time::interval(HANGUP_EVERY);
+            let socket = env.socket();
             loop {
                 tokio::select! {
+                    _ = hangups.tick(), if hang_up => {
+                        if socket.exists() {
+                            let pid = Pid::from_raw(i32::try_from(pid)?);
+                            kill(pid, Signal::SIGHUP).context("cannot send SIGHUP")?;
+                        }
+                    }
                     received = notify.recv(&mut buf) => {
                         let n = received.context("cannot read NOTIFY_SOCKET")?;
                         let message = String::from_utf8_lossy(&buf[..n]).into_owned();

@@ -125,6 +125,35 @@ impl TestEnv {
         self.config_home().join("bastiond").join("config.toml")
     }
 
+    /// Appends `extra` (TOML) to the daemon's settings file.
+    pub fn add_settings(&self, extra: &str) -> anyhow::Result<()> {
+        let mut config = std::fs::read_to_string(self.config_file())?;
+        config.push_str(extra);
+        std::fs::write(self.config_file(), config)?;
+        Ok(())
+    }
+
+    /// Puts `lines` (TOML) at the top of the `[bastions.NAME]` table.
+    pub fn set_bastion_settings(&self, name: &str, lines: &str) -> anyhow::Result<()> {
+        let table = format!("[bastions.{name}]\n");
+        let config = std::fs::read_to_string(self.config_file())?;
+        ensure!(config.contains(&table), "no {table} in {config}");
+        let config = config.replace(&table, &format!("{table}{lines}\n"));
+        std::fs::write(self.config_file(), config)?;
+        Ok(())
+    }
+
+    /// A server of the test's own, reachable from the bastions at `ip:port`.
+    pub async fn mapped_server(
+        &self,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> anyhow::Result<tokio::net::TcpListener> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.emulator.map_target(ip, port, listener.local_addr()?);
+        Ok(listener)
+    }
+
     /// `$XDG_STATE_HOME/bastiond/state.json`.
     pub fn state_file(&self) -> PathBuf {
         self.state_home().join("bastiond").join("state.json")

@@ -46,9 +46,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Sends `data` to an echo service at `addr` while reading the echo back
 /// concurrently, and checks the SHA-256 of what came back.
 pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> anyhow::Result<()> {
+    echo_roundtrip_within(addr, data, STEP_TIMEOUT).await
+}
+
+/// [`echo_roundtrip`] within `timeout`, for connections that queue for a
+/// session behind others.
+pub async fn echo_roundtrip_within(
+    addr: SocketAddr,
+    data: &[u8],
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     within(
         &format!("echo round trip of {} bytes via {addr}", data.len()),
-        STEP_TIMEOUT,
+        timeout,
         async {
             let stream = TcpStream::connect(addr)
                 .await

@@ -149,5 +149,7 @@ fn declared_spec(
             .resource_group
             .clone()
             .filter(|rg| !rg.trim().is_empty()),
+        // Declared in the settings, never saved to the state file.
+        unknown: serde_json::Map::new(),
     })
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -14,11 +15,13 @@ use super::{PumpError, Traffic};
 use crate::error_body::printable;
 use crate::relay::keepalive::Activity;
 
-/// Returns when the Bastion closes the tunnel.
+/// Returns when the Bastion closes the tunnel; wakes `confirmed` on its
+/// first frame.
 pub(super) async fn run<W, S>(
     mut writer: W,
     stream: &mut SplitStream<WebSocketStream<S>>,
     activity: &Activity,
+    confirmed: &Notify,
     max_frame: usize,
     meters: &[&Traffic],
 ) -> Result<(), PumpError>
@@ -28,7 +31,12 @@ where
 {
     while let Some(message) = stream.next().await {
         let message = message.map_err(PumpError::Tunnel)?;
+        let first = !activity.confirmed();
         activity.frame_received();
+        if first {
+            // Stored as a permit if upstream is not waiting yet.
+            confirmed.notify_one();
+        }
         let data = match message {
             Message::Binary(data) => data,
             Message::Text(text) => text.into(),

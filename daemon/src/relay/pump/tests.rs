@@ -223,6 +223,11 @@ async fn a_vanished_tunnel_is_replaceable_only_before_client_bytes_went_up() {
 async fn an_upload_to_a_target_that_pauses_survives_the_keepalive() {
     let (mut client, mut peer, task) = setup(FAST).await;
     const TOTAL: usize = 8 << 20;
+    // The tunnel proves itself first (a banner), so the upload is not held
+    // for confirmation: what follows is back-pressure alone.
+    peer.send(Message::Binary("banner".into())).await.unwrap();
+    let mut banner = [0u8; 6];
+    client.read_exact(&mut banner).await.unwrap();
     let writer = tokio::spawn(async move {
         client.write_all(&vec![3u8; TOTAL]).await.unwrap();
         client
@@ -308,4 +313,35 @@ async fn an_answering_peer_keeps_an_idle_tunnel_open() {
         panic!("no data")
     };
     assert_eq!(&data[..], b"still here");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_tunnel_gets_the_replay_budget_then_a_ping() {
+    const TOTAL: usize = 4 * REPLAY_LIMIT;
+    let (mut client, mut peer, task) = setup(FAST).await;
+    let writer = tokio::spawn(async move {
+        client.write_all(&vec![5u8; TOTAL]).await.unwrap();
+        client
+    });
+    let mut before_ping = 0;
+    loop {
+        match peer.next().await {
+            Some(Ok(Message::Binary(data))) => before_ping += data.len(),
+            Some(Ok(Message::Ping(_))) => break,
+            other => panic!("unexpected {other:?} after {before_ping} bytes"),
+        }
+    }
+    // All of it replayable, were the tunnel to fail now.
+    assert_eq!(before_ping, REPLAY_LIMIT);
+    // The peer's pong (sent as it reads on) confirms the tunnel: the rest follows.
+    let mut received = before_ping;
+    while received < TOTAL {
+        match peer.next().await {
+            Some(Ok(Message::Binary(data))) => received += data.len(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?} after {received} bytes"),
+        }
+    }
+    let _client = writer.await.unwrap();
+    assert!(!task.is_finished());
 }

@@ -1,10 +1,12 @@
 //! Client → WebSocket: reads in bursts, frames of at most `max_frame` bytes,
 //! one flush per burst; after the client's EOF, the linger and our Close.
+//! Before the tunnel is confirmed, no more than the replay budget goes up:
+//! the client waits, and a ping asks the Bastion for its first frame.
 
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -21,6 +23,8 @@ type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
 pub(super) struct Upstream<'a, S> {
     pub sink: &'a mut Sink<S>,
     pub ping_wanted: &'a Notify,
+    /// Woken by the Bastion's first frame.
+    pub confirmed: &'a Notify,
     pub activity: &'a Activity,
     pub held: &'a Mutex<Held>,
     pub options: &'a PumpOptions,
@@ -49,6 +53,9 @@ where
             flush(self.sink, self.activity).await?;
         }
         loop {
+            if self.room() == Some(0) {
+                self.await_confirmation().await?;
+            }
             tokio::select! {
                 biased;
                 () = self.ping_wanted.notified() => {
@@ -65,9 +72,13 @@ where
             // the rest only taken if immediately available.
             let mut fed = false;
             loop {
+                let room = self.room();
+                if room == Some(0) {
+                    break;
+                }
                 buf.reserve(READ_CHUNK);
                 let read = if fed {
-                    match reader.read_buf(&mut buf).now_or_never() {
+                    match read_some(&mut reader, &mut buf, room).now_or_never() {
                         Some(read) => read,
                         None => break,
                     }
@@ -78,7 +89,7 @@ where
                             ping(self.sink).await?;
                             continue;
                         }
-                        read = reader.read_buf(&mut buf) => read,
+                        read = read_some(&mut reader, &mut buf, room) => read,
                     }
                 };
                 match read.map_err(PumpError::Client)? {
@@ -112,6 +123,29 @@ where
         }
     }
 
+    /// How many client bytes may go up now: any number once the tunnel is
+    /// confirmed, else what is left of the replay budget. With pings off
+    /// nothing could confirm a tunnel to a target that only listens (an
+    /// upload): the client is never held then, as before the budget existed.
+    fn room(&self) -> Option<usize> {
+        let pings = self.options.keepalive.interval.is_some();
+        (pings && !self.activity.confirmed()).then(|| self.held.lock().room())
+    }
+
+    /// Holds the client while the tunnel has its replay budget's worth and
+    /// no frame yet: pings at once, so a working Bastion answers within a
+    /// round trip; a failing one ends the pump from downstream meanwhile.
+    async fn await_confirmation(&mut self) -> Result<(), PumpError> {
+        ping(self.sink).await?;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.confirmed.notified() => return Ok(()),
+                () = self.ping_wanted.notified() => ping(self.sink).await?,
+            }
+        }
+    }
+
     /// Feeds all of `buf` as frames of at most `max_frame` bytes.
     async fn send_up(&mut self, buf: &mut BytesMut) -> Result<(), PumpError> {
         self.held.lock().keep(buf, self.activity.confirmed());
@@ -124,6 +158,18 @@ where
             fed.map_err(PumpError::Tunnel)?;
         }
         Ok(())
+    }
+}
+
+/// Reads what the client has into `buf`, at most `room` bytes if given.
+async fn read_some<R: ClientRead>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    room: Option<usize>,
+) -> std::io::Result<usize> {
+    match room {
+        None => reader.read_buf(buf).await,
+        Some(room) => reader.read_buf(&mut (&mut *buf).limit(room)).await,
     }
 }
 
