@@ -78,6 +78,14 @@ pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp 
             &serde_json::json!({"error": "bad request"}),
         );
     };
+    let asked_by = match (&req.subscription, &req.tenant) {
+        (Some(_), _) => "subscription",
+        (None, Some(_)) => "tenant",
+        (None, None) => "default",
+    };
+    shared
+        .ledger
+        .update(|l| *l.az_asked_by.entry(asked_by.to_owned()).or_default() += 1);
     let reply = match check(shared, &req) {
         Ok(Granted {
             aud,

@@ -14,6 +14,10 @@ use tokio::sync::watch;
 pub struct Ledger {
     pub entra_tokens: u64,
     pub az_calls: u64,
+    /// Fake-az token requests by what picked the tenant: "subscription",
+    /// "tenant" or "default" (neither flag).
+    #[serde(default)]
+    pub az_asked_by: BTreeMap<String, u64>,
     /// Tokens issued (Entra and fake az) by tenant id.
     #[serde(default)]
     pub tokens_by_tenant: BTreeMap<String, u64>,
