@@ -5,6 +5,7 @@
 //! in a way that a retry can fix ([`AzureError::is_transient`]). `Reload`
 //! builds a new connector, reusing the parts whose settings did not change.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::azure::bastion_host::BastionHost;
 use crate::azure::claims::Identity;
 use crate::azure::http;
 use crate::azure::vm_lookup::{VmLookupError, VmNames};
+use crate::bastion::data_pod::{self, DataPods, PodKey};
 use crate::bastion::proxy::Proxies;
 use crate::bastion::session::{Channels, LiveSession, SessionTokens, Sessions};
 use crate::bastion::setup::{Counter, Setup};
@@ -43,6 +45,8 @@ pub struct Connector {
     /// The pooled client (ARM, Entra, DELETEs) and the warm connections
     /// (token POSTs, upgrades), which dial through HTTPS_PROXY / NO_PROXY.
     channels: Channels,
+    /// Developer bastions' data pods by target (a reload asks again).
+    pods: DataPods,
 }
 
 impl Connector {
@@ -89,6 +93,7 @@ impl Connector {
             bastions,
             sessions,
             channels: Channels { http, spares },
+            pods: DataPods::default(),
         })
     }
 
@@ -207,18 +212,25 @@ impl Connector {
         let mut token = self.token().await?;
         let mut host = self.resolve(entry, target, &mut token).await?;
         let mut retried = false;
-        let (session, tokens) = loop {
+        let (session, tokens, plane, pod) = loop {
+            let (plane, pod) = self.data_plane(entry, &host, target, &token).await?;
             let error = match self
-                .create_session(entry, &host, target, &token, deadline)
+                .create_session(entry, &plane, target, &token, deadline)
                 .await
             {
-                Ok(created) => break created,
+                Ok((session, tokens)) => break (session, tokens, plane, pod),
                 Err(error) => error,
             };
+            if let Some(pod) = &pod {
+                self.pods.forget(pod);
+            }
             let AzureError::Rejected { status, .. } = error else {
                 return Err(error);
             };
-            if retried || !matches!(status, 401 | 403) {
+            // A data pod that no longer serves the target (404) is asked for
+            // again, like a refused bastion is looked up again.
+            let refused = matches!(status, 401 | 403) || (pod.is_some() && status == 404);
+            if retried || !refused {
                 return Err(error);
             }
             // A refused token (a clock that jumped, a revoked session) gets one
@@ -233,11 +245,58 @@ impl Connector {
             }
             host = self.resolve(entry, target, &mut token).await?;
         };
-        let socket = self
-            .upgrade(&host, &tokens)
-            .await
-            .inspect_err(|e| entry.invalidate(e))?;
+        let socket = self.upgrade(&plane, &tokens).await.inspect_err(|e| {
+            entry.invalidate(e);
+            if let Some(pod) = &pod {
+                self.pods.forget(pod);
+            }
+        })?;
         Ok(Tunnel { socket, session })
+    }
+
+    /// Where sessions to `target` are made: the bastion's own host, or, for
+    /// a Developer bastion, the data pod serving the target (asked for unless
+    /// known), with the key to forget it by. A Standard bastion's path has
+    /// no request here.
+    async fn data_plane<'h>(
+        &self,
+        entry: &BastionEntry,
+        host: &'h BastionHost,
+        target: &Target,
+        token: &Secret,
+    ) -> Result<(Cow<'h, BastionHost>, Option<PodKey>), AzureError> {
+        if !host.uses_data_pod() {
+            return Ok((Cow::Borrowed(host), None));
+        }
+        let key = PodKey::new(host, target)?;
+        let pod = match self.pods.cached(&key) {
+            Some(pod) => pod,
+            None => {
+                let pod = self.pod_lookup(entry, host, target, token).await?;
+                self.pods.store(key.clone(), &pod);
+                pod
+            }
+        };
+        Ok((Cow::Owned(host.on_pod(pod)), Some(key)))
+    }
+
+    /// Asks the Developer bastion `host` which data pod serves `target`
+    /// (no cache: `doctor` calls it directly).
+    pub async fn pod_lookup(
+        &self,
+        entry: &BastionEntry,
+        host: &BastionHost,
+        target: &Target,
+        token: &Secret,
+    ) -> Result<String, AzureError> {
+        data_pod::lookup(
+            &self.channels.http,
+            host,
+            entry.resource_id(),
+            target,
+            token,
+        )
+        .await
     }
 
     /// A session to `target` on `host`, counted against the bastion's
@@ -257,17 +316,18 @@ impl Connector {
             .await
     }
 
-    /// The WebSocket of a session, on a warm connection to its Bastion host.
+    /// The WebSocket of a session, on a warm connection to its Bastion host
+    /// (for a Developer bastion, the data pod, whose URL has no node id).
     pub async fn upgrade(
         &self,
         host: &BastionHost,
         tokens: &SessionTokens,
     ) -> Result<TunnelSocket, AzureError> {
-        let path = Secret::new(format!(
-            "/webtunnelv2/{}?X-Node-Id={}",
-            tokens.websocket_token.expose(),
-            tokens.node_id
-        ));
+        let ws_token = tokens.websocket_token.expose();
+        let path = Secret::new(match host.uses_data_pod() {
+            true => format!("/omni/webtunnel/{ws_token}"),
+            false => format!("/webtunnelv2/{ws_token}?X-Node-Id={}", tokens.node_id),
+        });
         self.channels.spares.upgrade(&host.dns_name, &path).await
     }
 

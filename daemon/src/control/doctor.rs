@@ -180,6 +180,24 @@ async fn steps(
         _ => target,
     };
 
+    // A Developer bastion's sessions live on the data pod it names.
+    let host = match host.uses_data_pod() {
+        false => host,
+        true => {
+            report
+                .step(
+                    "pod",
+                    async {
+                        let pod = connector.pod_lookup(entry, &host, &target, &token).await?;
+                        let detail = format!("data pod {pod} (POST /api/connection)");
+                        Ok::<_, AzureError>((host.on_pod(pod), detail))
+                    },
+                    |e| hint("pod", e, kind),
+                )
+                .await?
+        }
+    };
+
     // The same session path as every connection: it counts against
     // `max_sessions` and is owned (and deleted) by the session registry.
     let (session, tokens) = report
@@ -281,6 +299,12 @@ async fn tunnel_steps(
 }
 
 fn describe_host(host: &BastionHost) -> String {
+    if host.uses_data_pod() {
+        return format!(
+            "SKU {}: VMs by name or id, through the data pod {} names",
+            host.sku, host.dns_name
+        );
+    }
     let on = |b: bool| if b { "on" } else { "off" };
     format!(
         "SKU {}, Native client support {}, IP-based connection {}, data plane {}",
