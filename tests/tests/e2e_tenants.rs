@@ -99,7 +99,10 @@ async fn a_token_of_the_wrong_tenant_is_refused_saying_how_to_sign_in() -> Resul
         "{reason}"
     );
     assert!(reason.contains("tenant_id"), "{reason}");
-    assert_eq!(env.emulator.ledger().rejected("arm_wrong_tenant"), 1);
+    // Once for the connection, and once if the daemon's start-up lookup ran
+    // first: the refusal is not retried with another token of the same tenant.
+    let refused = env.emulator.ledger().rejected("arm_wrong_tenant");
+    assert!((1..=2).contains(&refused), "{refused}");
     Ok(())
 }
 
