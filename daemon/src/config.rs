@@ -67,6 +67,10 @@ pub struct BastionSettings {
     /// connections beyond it wait for a free one.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u32,
+    /// The tenant whose tokens this bastion's subscription accepts, when it
+    /// is not the credential's own (optional: the Azure CLI finds it).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 fn default_max_sessions() -> u32 {

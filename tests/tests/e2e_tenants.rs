@@ -113,6 +113,12 @@ async fn a_scale_set_instance_is_a_target() -> Result {
     let id = "/subscriptions/00000000-0000-0000-0000-00000000a1b2/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachineScaleSets/web-ss/virtualMachines/0:7";
     let echoed = env.connect_stdio(&[id], b"instance\n").await?;
     assert_eq!(echoed, b"instance\n");
+    // By its instance name, as ARM lists it under the scale set (web-ss_1 is the sink).
+    let counted = env.connect_stdio(&["web-ss_1:9"], b"3\nabc").await?;
+    assert!(
+        String::from_utf8_lossy(&counted).starts_with("3 "),
+        "{counted:?}"
+    );
     let reason = env
         .ctl(&["connect", "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web-ss:7"])
         .await?

@@ -291,6 +291,7 @@ mod tests {
         let settings = BastionSettings {
             resource_id: ID.into(),
             max_sessions: 1,
+            tenant_id: None,
         };
         let entry = BastionEntry::new("hub", &settings);
         let mut state = entry.lock();

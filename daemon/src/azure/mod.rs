@@ -8,6 +8,8 @@ pub mod arm_list;
 pub mod auth;
 pub mod bastion_host;
 pub mod claims;
+pub mod credential;
 pub mod dev_tools;
 pub mod http;
+pub mod tenants;
 pub mod vm_lookup;

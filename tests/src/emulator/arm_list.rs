@@ -35,6 +35,11 @@ pub(crate) fn route(shared: &Shared, tenant: &str, path: &str) -> Option<Resp> {
         [_, sub, providers, ns, kind] if is(providers, "providers") && sets(ns, kind) => {
             list_scale_sets(shared, sub)
         }
+        [_, sub, rgs, _, providers, ns, kind]
+            if is(rgs, "resourceGroups") && is(providers, "providers") && sets(ns, kind) =>
+        {
+            list_scale_sets(shared, sub)
+        }
         [_, sub, rgs, rg, providers, ns, kind, set, instances]
             if is(rgs, "resourceGroups")
                 && is(providers, "providers")
