@@ -17,7 +17,7 @@ const SCALE_UNITS: u32 = 2;
 pub(crate) fn get(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
     let tenant = match authorize(shared, uri, headers) {
         Ok(tenant) => tenant,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let path = uri.path().trim_end_matches('/');
     if let Some(resp) = super::arm_list::route(shared, &tenant, path) {
@@ -27,8 +27,9 @@ pub(crate) fn get(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
 }
 
 /// Counts the call and checks the bearer token (its tenant against the
-/// subscription's, as ARM does) and api-version. Ok is the token's tenant.
-fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<String, Resp> {
+/// subscription's, as ARM does) and api-version. Ok is the token's tenant,
+/// Err the refusal (boxed: a response is large next to a tenant id).
+fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<String, Box<Resp>> {
     let ledger = &shared.ledger;
     ledger.update(|l| l.arm_calls += 1);
     let bearer = headers
@@ -37,37 +38,37 @@ fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<String, 
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(bearer) = bearer else {
         ledger.reject("arm_missing_token");
-        return Err(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::UNAUTHORIZED,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
-        ));
+        )));
     };
     if shared.faults.take_arm_auth_failure() {
         ledger.reject("injected_arm_401");
-        return Err(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "The access token is invalid.",
-        ));
+        )));
     }
     let claims = match shared.signer.verify(bearer.trim()) {
         Ok(claims) => claims,
         Err(TokenError::Expired) => {
             ledger.reject("arm_expired_token");
-            return Err(arm_error(
+            return Err(Box::new(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "ExpiredAuthenticationToken",
                 "The access token expiry UTC time is earlier than current UTC time.",
-            ));
+            )));
         }
         Err(e) => {
             ledger.reject("arm_invalid_token");
-            return Err(arm_error(
+            return Err(Box::new(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 &format!("The access token is invalid: {e}."),
-            ));
+            )));
         }
     };
     let mut segs = uri.path().trim_start_matches('/').split('/');
@@ -77,15 +78,15 @@ fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<String, 
         .and(segs.next());
     if let Some(sub) = subscription.filter(|s| tenant_of(s) != claims.tid) {
         ledger.reject("arm_wrong_tenant");
-        return Err(wrong_tenant(&claims.tid, tenant_of(sub)));
+        return Err(Box::new(wrong_tenant(&claims.tid, tenant_of(sub))));
     }
     if query_param(uri, "api-version").is_none() {
         ledger.reject("arm_missing_api_version");
-        return Err(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::BAD_REQUEST,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
-        ));
+        )));
     }
     Ok(claims.tid)
 }
