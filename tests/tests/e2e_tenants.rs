@@ -84,6 +84,37 @@ async fn a_configured_tenant_is_asked_for_by_name() -> Result {
     Ok(())
 }
 
+/// A service principal signs in to the tenant a bastion names, through
+/// Entra's endpoint of that tenant; its home tenant serves the other bastion.
+#[tokio::test]
+async fn a_client_secret_signs_in_to_the_configured_tenant() -> Result {
+    let env = start().await?;
+    set_far(&env, &format!("tenant_id = \"{SECOND_TENANT_ID}\""))?;
+    let config = std::fs::read_to_string(env.config_file())?;
+    let switched = config.replace(
+        "credential = \"azure-cli\"",
+        "credential = \"client-secret\"",
+    );
+    std::fs::write(env.config_file(), switched)?;
+    let info = env.emulator.info().clone();
+    let _daemon = Daemon::start_with(
+        &env,
+        &[],
+        &[
+            ("AZURE_TENANT_ID", info.tenant_id.as_str()),
+            ("AZURE_CLIENT_ID", info.client_id.as_str()),
+            ("AZURE_CLIENT_SECRET", info.client_secret.as_str()),
+        ],
+    )
+    .await?;
+    use_both(&env, 2).await?;
+    let ledger = env.emulator.ledger();
+    assert_eq!(ledger.az_calls, 0, "{ledger:?}");
+    assert_eq!(ledger.tokens_by_tenant[SECOND_TENANT_ID], 1, "{ledger:?}");
+    assert_eq!(ledger.tokens_by_tenant[TENANT_ID], 1, "{ledger:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_token_of_the_wrong_tenant_is_refused_saying_how_to_sign_in() -> Result {
     let env = start().await?;
