@@ -66,6 +66,7 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "token_expires_at_ms": status.token_expires_at_ms,
         "auth_error": output::non_empty(&status.auth_error),
         "signed_in": signed_in_json(status),
+        "tenants": tenants_json(status),
         "bastions": bastions,
         "forwards": status.forwards,
         "forwards_in_error": status.forwards_in_error,
@@ -76,6 +77,23 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "state_file": status.state_file,
         "socket": socket,
     })
+}
+
+/// Every tenant the daemon holds a token of.
+fn tenants_json(status: &StatusResponse) -> Value {
+    status
+        .tenants
+        .iter()
+        .map(|t| {
+            json!({
+                "tenant": output::non_empty(&t.tenant),
+                "account": output::non_empty(&t.account),
+                "app_id": output::non_empty(&t.app_id),
+                "token_expires_at_ms": t.token_expires_at_ms,
+                "error": output::non_empty(&t.error),
+            })
+        })
+        .collect()
 }
 
 /// Who the token names, `null` when the daemon has none or cannot tell.
@@ -148,6 +166,17 @@ fn render_status(status: &StatusResponse, socket: &std::path::Path, now_ms: i64)
     }
     if let Some(error) = output::non_empty(&status.auth_error) {
         field("auth error:", output::one_line(&error));
+    }
+    // More than one tenant: each with its identity and token.
+    for t in status.tenants.iter().filter(|_| status.tenants.len() > 1) {
+        let who = output::non_empty(&t.account)
+            .or_else(|| output::non_empty(&t.app_id))
+            .unwrap_or_else(|| "?".to_owned());
+        let token = match output::non_empty(&t.error) {
+            Some(error) => format!("error: {}", output::one_line(&error)),
+            None => format!("token {}", token_text(t.token_expires_at_ms, now_ms)),
+        };
+        field("tenant:", format!("{} as {who}, {token}", t.tenant));
     }
     field(
         "forwards:",

@@ -77,6 +77,10 @@ pub struct BastionSettings {
     /// memory for `setup_timeout_secs`. Default: [`WAITING_PER_SESSION`]
     /// times `max_sessions`.
     pub max_waiting: Option<u32>,
+    /// The tenant whose tokens this bastion's subscription accepts, when it
+    /// is not the credential's own (optional: the Azure CLI finds it).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 impl BastionSettings {

@@ -1,7 +1,7 @@
-//! Targets behind a Bastion: an IP address in the VNet, a VM by its ARM
-//! resource id, or a VM by its name, plus a port. Parsed from what users type
-//! ("10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22",
-//! "myvm:22").
+//! Targets behind a Bastion: an IP address in the VNet, a VM (or a scale-set
+//! instance) by its ARM resource id, or a VM by its name, plus a port. Parsed
+//! from what users type ("10.1.0.4:22", "[fd00::4]:22",
+//! "/subscriptions/…/virtualMachines/vm1:22", "myvm:22").
 
 use std::fmt;
 use std::net::IpAddr;
@@ -14,11 +14,52 @@ pub enum TargetError {
     #[error("target port {0:?} is not a number from 1 to 65535")]
     BadPort(String),
     #[error(
-        "target host {0:?} is neither an IP address, a VM resource id \
-         (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>) \
-         nor a VM name (1 to {MAX_VM_NAME_LEN} letters, digits, '-', '_', '.')"
+        "target host {0:?} is neither an IP address, a resource id ({shapes}) \
+         nor a VM name (1 to {MAX_VM_NAME_LEN} letters, digits, '-', '_', '.')",
+        shapes = accepted_shapes()
     )]
     BadHost(String),
+    #[error(
+        "target {0:?} is not a resource id a Bastion tunnel takes; accepted shapes: {shapes}",
+        shapes = accepted_shapes()
+    )]
+    BadResourceId(String),
+}
+
+/// What follows `/providers/` in the resource ids a Bastion tunnel takes as
+/// targets (`az network bastion tunnel --target-resource-id`): VMs and
+/// scale-set instances. `*` is any non-empty segment.
+const RESOURCE_SHAPES: [&[&str]; 2] = [
+    &["Microsoft.Compute", "virtualMachines", "*"],
+    &[
+        "Microsoft.Compute",
+        "virtualMachineScaleSets",
+        "*",
+        "virtualMachines",
+        "*",
+    ],
+];
+
+/// The accepted resource-id shapes, for messages.
+fn accepted_shapes() -> String {
+    RESOURCE_SHAPES
+        .iter()
+        .map(|shape| {
+            let mut names = ["<name>", "<instance>"].into_iter();
+            let tail: Vec<&str> = shape
+                .iter()
+                .map(|s| match *s {
+                    "*" => names.next().unwrap_or("<name>"),
+                    s => s,
+                })
+                .collect();
+            format!(
+                "/subscriptions/<sub>/resourceGroups/<rg>/providers/{}",
+                tail.join("/")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 /// The host part of a target.
@@ -26,7 +67,8 @@ pub enum TargetError {
 pub enum TargetHost {
     /// Reached through the Bastion's IP-based connection.
     Ip(IpAddr),
-    /// A VM's ARM resource id, as typed (ARM ids are case-insensitive).
+    /// A VM's (or a scale-set instance's) ARM resource id, as typed (ARM ids
+    /// are case-insensitive).
     Vm(String),
     /// A VM's name, looked up through ARM in the bastion's subscription (case-insensitive).
     Name(String),
@@ -146,8 +188,11 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(TargetHost::Ip(ip));
     }
-    if is_vm_resource_id(s) {
-        return Ok(TargetHost::Vm(s.to_string()));
+    if s.starts_with('/') {
+        return match is_vm_resource_id(s) {
+            true => Ok(TargetHost::Vm(s.to_string())),
+            false => Err(TargetError::BadResourceId(s.to_string())),
+        };
     }
     // Not an address: a dotted all-digit host is a mistyped IP, not a name.
     let looks_numeric = s.chars().all(|c| c.is_ascii_digit() || c == '.');
@@ -157,24 +202,26 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     Err(TargetError::BadHost(s.to_string()))
 }
 
-/// `/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/NAME`
+/// `/subscriptions/S/resourceGroups/RG/providers/` followed by one of [`RESOURCE_SHAPES`].
 fn is_vm_resource_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
-    let expected = [
-        Some(""),
-        Some("subscriptions"),
-        None,
-        Some("resourceGroups"),
-        None,
-        Some("providers"),
-        Some("Microsoft.Compute"),
-        Some("virtualMachines"),
-        None,
-    ];
-    parts.len() == expected.len()
-        && parts.iter().zip(expected).all(|(part, want)| match want {
-            Some(want) => part.eq_ignore_ascii_case(want),
-            None => !part.is_empty(),
+    let Some((scope, tail)) = parts.split_at_checked(6) else {
+        return false;
+    };
+    let fits = |part: &str, want: &str| match want {
+        "*" => !part.is_empty(),
+        want => part.eq_ignore_ascii_case(want),
+    };
+    let scope_ok = scope
+        .iter()
+        .zip(["", "subscriptions", "*", "resourceGroups", "*", "providers"])
+        .all(|(part, want)| match want {
+            "" => part.is_empty(),
+            want => fits(part, want),
+        });
+    scope_ok
+        && RESOURCE_SHAPES.iter().any(|shape| {
+            shape.len() == tail.len() && tail.iter().zip(*shape).all(|(p, w)| fits(p, w))
         })
 }
 
@@ -235,12 +282,38 @@ mod tests {
             parse_target("vm/1:22"),
             Err(TargetError::BadHost(_))
         ));
-        assert!(matches!(
-            parse_target(
-                "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/bastionHosts/b:22"
-            ),
-            Err(TargetError::BadHost(_))
-        ));
+        let malformed = parse_target(
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/bastionHosts/b:22",
+        )
+        .unwrap_err();
+        assert!(matches!(malformed, TargetError::BadResourceId(_)));
+        let text = malformed.to_string();
+        assert!(
+            text.contains("providers/Microsoft.Compute/virtualMachines/<name>")
+                && text.contains(
+                    "providers/Microsoft.Compute/virtualMachineScaleSets/<name>/virtualMachines/<instance>"
+                ),
+            "{text}"
+        );
+        for bad in [
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/:22",
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/s:22",
+            "/subscriptions//resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm:22",
+        ] {
+            assert!(
+                matches!(parse_target(bad), Err(TargetError::BadResourceId(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_scale_set_instances() {
+        let id = "/subscriptions/0000/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachineScaleSets/web-ss/virtualMachines/0";
+        let t = Target::parse(&format!("{id}:22")).unwrap();
+        assert_eq!(t.host, TargetHost::Vm(id.into()));
+        let lower = id.to_lowercase();
+        assert!(Target::parse(&format!("{lower}:22")).is_ok());
     }
 
     #[test]

@@ -3,37 +3,14 @@
 //! emulator's ARM (two resource groups, one name in both), refusals that say
 //! where the daemon looked, and the cache that keeps ARM off the hot path.
 
-use std::process::Stdio;
-
 use std::net::IpAddr;
 
 use bastion_tests::emulator::{DEFAULT_SUBSCRIPTION, ECHO_IP, source_byte};
 use bastion_tests::harness::net::{echo_roundtrip, free_port, local, payload};
 use bastion_tests::harness::sshd::{SSHD, Sshd};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
-use tokio::io::AsyncWriteExt as _;
 
 type Result = anyhow::Result<()>;
-
-/// Runs `bastionctl connect ARGS`, sends `input`, closes stdin and returns stdout.
-async fn connect(env: &TestEnv, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut full = vec!["connect"];
-    full.extend_from_slice(args);
-    let mut child = env.ctl_command(&full)?.stdin(Stdio::piped()).spawn()?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    stdin.write_all(input).await?;
-    drop(stdin);
-    let output = within("bastionctl connect to exit", STEP_TIMEOUT, async {
-        Ok(child.wait_with_output().await?)
-    })
-    .await?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    anyhow::ensure!(output.status.success(), "exit {}: {stderr}", output.status);
-    Ok(output.stdout)
-}
 
 #[tokio::test]
 async fn forward_by_vm_name_reaches_the_vm_case_insensitively() -> Result {
@@ -67,9 +44,13 @@ async fn a_name_in_two_groups_is_refused_until_a_group_is_named() -> Result {
     assert!(out.one_line_error()?.contains("rg-app, rg-data"), "{out:?}");
 
     // rg-app's twin is the echo service, rg-data's the source.
-    let echoed = connect(&env, &["twin:7", "--resource-group", "rg-app"], b"hello\n").await?;
+    let echoed = env
+        .connect_stdio(&["twin:7", "--resource-group", "rg-app"], b"hello\n")
+        .await?;
     assert_eq!(echoed, b"hello\n");
-    let sourced = connect(&env, &["twin:9", "--resource-group", "RG-DATA"], b"5\n").await?;
+    let sourced = env
+        .connect_stdio(&["twin:9", "--resource-group", "RG-DATA"], b"5\n")
+        .await?;
     let expected: Vec<u8> = (0..5).map(source_byte).collect();
     assert_eq!(sourced, expected);
     Ok(())
@@ -97,10 +78,10 @@ async fn an_unknown_name_says_where_it_was_looked_for() -> Result {
 async fn connect_by_name_is_served_from_the_cache() -> Result {
     let env = TestEnv::start().await?;
     let _daemon = Daemon::start(&env).await?;
-    assert_eq!(connect(&env, &["web01:7"], b"one\n").await?, b"one\n");
+    assert_eq!(env.connect_stdio(&["web01:7"], b"one\n").await?, b"one\n");
     let after_first = env.emulator.ledger();
     assert_eq!(after_first.arm_vm_lists, 1);
-    assert_eq!(connect(&env, &["Web01:7"], b"two\n").await?, b"two\n");
+    assert_eq!(env.connect_stdio(&["Web01:7"], b"two\n").await?, b"two\n");
     let after_second = env.emulator.ledger();
     assert_eq!(after_second.arm_vm_lists, 1, "a second VM listing");
     assert_eq!(after_second.arm_calls, after_first.arm_calls, "an ARM call");
@@ -111,13 +92,15 @@ async fn connect_by_name_is_served_from_the_cache() -> Result {
 async fn an_arm_401_gets_one_fresh_token_for_the_vm_lookup() -> Result {
     let env = TestEnv::start().await?;
     let _daemon = Daemon::start(&env).await?;
-    assert_eq!(connect(&env, &["web01:7"], b"one\n").await?, b"one\n");
+    assert_eq!(env.connect_stdio(&["web01:7"], b"one\n").await?, b"one\n");
     let before = env.emulator.ledger();
     // Another scope (a resource group) is not cached: ARM is asked, refuses
     // the token once (revoked, or from a clock that jumped), and answers the
     // fresh one.
     env.emulator.faults().fail_arm_auth(1);
-    let echoed = connect(&env, &["vm1:7", "--resource-group", "rg-vms"], b"two\n").await?;
+    let echoed = env
+        .connect_stdio(&["vm1:7", "--resource-group", "rg-vms"], b"two\n")
+        .await?;
     assert_eq!(echoed, b"two\n");
     let ledger = env.emulator.ledger();
     assert_eq!(ledger.rejected("injected_arm_401"), 1, "{ledger:?}");

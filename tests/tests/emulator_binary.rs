@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bastion_tests::emulator::EmulatorInfo;
+use bastion_tests::emulator::{
+    BastionSpec, DEFAULT_SUBSCRIPTION, EmulatorInfo, SECOND_SUBSCRIPTION, SECOND_TENANT_ID,
+    TENANT_ID,
+};
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -97,12 +100,20 @@ async fn fake_az_output_failures_and_counting() {
     let token = v["accessToken"].as_str().unwrap();
     env.client.session(token, "10.1.0.4", 22).await.unwrap();
 
-    let out = run_az_async(bin.clone(), "account get-access-token --output json --resource https://management.core.windows.net/ --subscription \"sub-x\"").await;
+    let out = run_az_async(bin.clone(), "account get-access-token --output json --resource https://management.core.windows.net/ --subscription \"00000000-0000-0000-0000-00000000a1b2\"").await;
     assert!(out.status.success());
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["subscription"],
-        "sub-x"
+        "00000000-0000-0000-0000-00000000a1b2"
     );
+    // As the real az: a subscription the account does not have is an error.
+    let out = run_az_async(
+        bin.clone(),
+        "account get-access-token -o json --subscription sub-x",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Subscription 'sub-x' not found"));
 
     env.emu.faults().fail_az(1);
     let out = run_az_async(
@@ -121,14 +132,87 @@ async fn fake_az_output_failures_and_counting() {
 
     let l = env.emu.ledger();
     // The usage error never reached the emulator.
-    assert_eq!(l.az_calls, 4);
+    assert_eq!(l.az_calls, 5);
     assert_eq!(
         (
             l.rejected("injected_az_failure"),
-            l.rejected("az_unknown_tenant")
+            l.rejected("az_unknown_tenant"),
+            l.rejected("az_unknown_subscription"),
         ),
-        (1, 1)
+        (1, 1, 1)
     );
+}
+
+/// `--subscription` and `--tenant` pick the tenant whose token az prints,
+/// as `az account get-access-token` does for a subscription in another directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_az_tokens_follow_the_subscription_or_tenant_asked_for() {
+    let env = Env::start_with(
+        |c| {
+            c.emulator_exe = Some(EXE.into());
+            c.bastions = vec![
+                BastionSpec::standard("hub"),
+                BastionSpec::standard("far").in_second_tenant(),
+            ];
+        },
+        |_| {},
+    )
+    .await;
+    let bin = env
+        .emu
+        .info()
+        .az_path
+        .clone()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let tenant_of = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["tenant"].as_str().unwrap().to_owned(),
+            v["subscription"].as_str().unwrap().to_owned(),
+        )
+    };
+    let default = tenant_of(run_az_async(bin.clone(), "account get-access-token -o json").await);
+    assert_eq!(
+        default,
+        (TENANT_ID.to_owned(), DEFAULT_SUBSCRIPTION.to_owned())
+    );
+    let by_sub = tenant_of(
+        run_az_async(
+            bin.clone(),
+            "account get-access-token -o json --subscription 00000000-0000-0000-0000-00000000b0b2",
+        )
+        .await,
+    );
+    assert_eq!(
+        by_sub,
+        (SECOND_TENANT_ID.to_owned(), SECOND_SUBSCRIPTION.to_owned())
+    );
+    let by_tenant = tenant_of(
+        run_az_async(
+            bin.clone(),
+            "account get-access-token -o json --tenant c0ffee00-0000-0000-0000-0000000000b2",
+        )
+        .await,
+    );
+    assert_eq!(by_tenant.0, SECOND_TENANT_ID);
+    let both = run_az_async(
+        bin.clone(),
+        "account get-access-token -o json --tenant x --subscription y",
+    )
+    .await;
+    assert_eq!(both.status.code(), Some(1));
+    let l = env.emu.ledger();
+    assert_eq!(l.tokens_by_tenant[TENANT_ID], 1);
+    assert_eq!(l.tokens_by_tenant[SECOND_TENANT_ID], 2);
+    assert_eq!(l.rejected("az_tenant_and_subscription"), 1);
 }
 
 fn bastion_tests_now() -> u64 {

@@ -288,6 +288,7 @@ mod tests {
             resource_id: ID.into(),
             max_sessions: 1,
             max_waiting: None,
+            tenant_id: None,
         };
         let entry = BastionEntry::new("hub", &settings);
         let mut state = entry.lock();

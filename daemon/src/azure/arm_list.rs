@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::azure::http::read_capped;
+use crate::azure::tenants::wanted_tenant;
 use crate::error::AzureError;
 use crate::secret::Secret;
 
@@ -54,7 +55,25 @@ pub async fn get<T: DeserializeOwned>(
     let body = read_capped(response, cap)
         .await
         .map_err(|e| e.into_azure(what))?;
-    AzureError::parse_answer(what, status, &body, "unexpected answer from ARM")
+    AzureError::parse_answer(what, status, &body, "unexpected answer from ARM").map_err(|e| {
+        let wanted = match &e {
+            AzureError::Rejected {
+                status: 401,
+                message,
+                ..
+            } => wanted_tenant(message).map(str::to_owned),
+            _ => None,
+        };
+        // Not a 401 any more: a fresh token of the same tenant would not help.
+        match wanted {
+            Some(tenant) => AzureError::Precondition(format!(
+                "{what}: the subscription belongs to tenant {tenant} and the token is from \
+                 another one; sign in to it (`az login --tenant {tenant}`) or set \
+                 `tenant_id = \"{tenant}\"` under this bastion's [bastions.NAME] in config.toml"
+            )),
+            None => e,
+        }
+    })
 }
 
 /// Every item of the ARM collection at `url`, read with `token`.

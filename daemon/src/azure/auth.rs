@@ -13,11 +13,10 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, Transport};
 
 use tokio_util::task::TaskTracker;
 
-use crate::config::{CredentialKind, Settings};
+use crate::config::CredentialKind;
 use crate::error::{AuthError, AzureError, RefusedToken};
 use crate::error_body::truncate;
 use crate::secret::Secret;
@@ -42,84 +41,6 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// ...doubling per further failure, up to this: someone who just ran
 /// `az login` waits at most this long (or runs `bastionctl reload`).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
-/// Builds the credential named in the settings. Credentials that talk HTTP
-/// use the daemon's client, so `tls.ca_file` and the proxy apply to them too.
-pub fn credential(
-    settings: &Settings,
-    http: &reqwest::Client,
-) -> anyhow::Result<Arc<dyn TokenCredential>> {
-    use azure_identity::*;
-    let auth = &settings.auth;
-    let client_options = || {
-        let mut cloud = azure_core::cloud::CustomConfiguration::default();
-        cloud.authority_host = settings.cloud.authority_host.clone();
-        ClientOptions {
-            transport: Some(Transport::new(Arc::new(http.clone()))),
-            cloud: Some(Arc::new(cloud.into())),
-            ..Default::default()
-        }
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let credential: Arc<dyn TokenCredential> = match auth.credential {
-        CredentialKind::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
-            tenant_id: auth.tenant_id.clone(),
-            ..Default::default()
-        }))?,
-        CredentialKind::DeveloperTools => match auth.tenant_id.clone() {
-            Some(tenant) => crate::azure::dev_tools::DeveloperTools::new(tenant)?,
-            None => DeveloperToolsCredential::new(None)?,
-        },
-        CredentialKind::ClientSecret => {
-            let tenant = auth
-                .tenant_id
-                .clone()
-                .or_else(|| env("AZURE_TENANT_ID"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "credential \"client-secret\" needs `auth.tenant_id` or AZURE_TENANT_ID"
-                    )
-                })?;
-            let client_id = auth
-                .client_id
-                .clone()
-                .or_else(|| env("AZURE_CLIENT_ID"))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "credential \"client-secret\" needs `auth.client_id` or AZURE_CLIENT_ID"
-                    )
-                })?;
-            let secret = env("AZURE_CLIENT_SECRET").ok_or_else(|| {
-                anyhow::anyhow!("credential \"client-secret\" needs AZURE_CLIENT_SECRET in the daemon's environment")
-            })?;
-            ClientSecretCredential::new(
-                &tenant,
-                client_id,
-                secret.into(),
-                Some(ClientSecretCredentialOptions {
-                    client_options: client_options(),
-                }),
-            )?
-        }
-        CredentialKind::ManagedIdentity => {
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: auth.client_id.clone().map(UserAssignedId::ClientId),
-                client_options: client_options(),
-            }))?
-        }
-        CredentialKind::WorkloadIdentity => {
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: client_options(),
-                },
-                client_id: auth.client_id.clone(),
-                tenant_id: auth.tenant_id.clone(),
-                ..Default::default()
-            }))?
-        }
-    };
-    Ok(credential)
-}
 
 struct Cached {
     token: Secret,

@@ -55,17 +55,37 @@ pub struct BastionHost {
 }
 
 impl BastionHost {
+    /// Developer and QuickConnect bastions serve through a data pod that
+    /// `POST /api/connection` names (the Azure CLI treats both alike).
+    pub fn uses_data_pod(&self) -> bool {
+        matches!(self.sku.as_str(), "Developer" | "QuickConnect")
+    }
+
+    /// This bastion, with its data plane on `pod` (what `/api/connection` named).
+    pub fn on_pod(&self, pod: String) -> BastionHost {
+        BastionHost {
+            dns_name: pod,
+            ..self.clone()
+        }
+    }
+
     /// Refuses targets this bastion cannot tunnel to, naming the setting to change.
     pub fn check(&self, name: &str, target: &Target) -> Result<(), AzureError> {
         let refuse = |message: String| Err(AzureError::Precondition(message));
         match self.sku.as_str() {
             "Standard" | "Premium" => {}
+            // No "Native client support" or "IP-based connection" flags to check:
+            // the SKU has neither, and serves VMs only.
             "Developer" | "QuickConnect" => {
-                return refuse(format!(
-                    "bastion {name} uses the {} SKU, which has no native client tunnels; \
-                     upgrade it to Standard or Premium (portal: Bastion → Configuration → Tier)",
-                    self.sku
-                ));
+                return match target.host {
+                    TargetHost::Ip(_) => refuse(format!(
+                        "bastion {name} uses the {} SKU, which has no IP-based connection: \
+                         target the VM by name (VMNAME:{}) or by resource id, \
+                         or use a Standard or Premium bastion with \"IP-based connection\"",
+                        self.sku, target.port
+                    )),
+                    TargetHost::Vm(_) | TargetHost::Name(_) => Ok(()),
+                };
             }
             sku => {
                 return refuse(format!(
@@ -121,11 +141,13 @@ mod tests {
             e.contains("Basic") && e.contains("Standard or Premium"),
             "{e}"
         );
-        let e = host("Developer", true, true)
+        let e = host("Developer", false, false)
             .check("hub", &ip)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("Developer"), "{e}");
+        assert!(e.contains("Developer") && e.contains("VMNAME:22"), "{e}");
+        assert!(host("Developer", false, false).check("hub", &vm).is_ok());
+        assert!(host("QuickConnect", false, false).check("hub", &vm).is_ok());
         let e = host("Premium", false, true)
             .check("hub", &ip)
             .unwrap_err()

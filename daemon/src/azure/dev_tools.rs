@@ -1,7 +1,8 @@
-//! The `developer-tools` credential with a tenant: azure_identity's
-//! `DeveloperToolsCredential` takes no tenant, so `auth.tenant_id` would be
-//! ignored. This is the same chain (Azure CLI, then Azure Developer CLI),
-//! each asked for a token of that tenant.
+//! The `developer-tools` credential with a tenant or a subscription:
+//! azure_identity's `DeveloperToolsCredential` takes neither, so a tenant
+//! would be ignored. This is the same chain (Azure CLI, then Azure Developer
+//! CLI), each asked for a token of that tenant (the Azure CLI also for that
+//! subscription, whose tenant it knows; azd has no such option).
 
 use std::sync::Arc;
 
@@ -17,14 +18,18 @@ pub struct DeveloperTools {
 }
 
 impl DeveloperTools {
-    pub fn new(tenant_id: String) -> azure_core::Result<Arc<DeveloperTools>> {
+    pub fn new(
+        tenant_id: Option<String>,
+        subscription: Option<String>,
+    ) -> azure_core::Result<Arc<DeveloperTools>> {
         let sources: Vec<Arc<dyn TokenCredential>> = vec![
             AzureCliCredential::new(Some(AzureCliCredentialOptions {
-                tenant_id: Some(tenant_id.clone()),
+                tenant_id: tenant_id.clone(),
+                subscription,
                 ..Default::default()
             }))?,
             AzureDeveloperCliCredential::new(Some(AzureDeveloperCliCredentialOptions {
-                tenant_id: Some(tenant_id),
+                tenant_id,
                 ..Default::default()
             }))?,
         ];

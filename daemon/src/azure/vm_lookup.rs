@@ -1,6 +1,9 @@
 //! VM names → resource ids, through ARM's VM listing of a subscription (or
 //! of one resource group), cached so that `connect myvm:22` costs no ARM
 //! call on the hot path. Names compare case-insensitively, as ARM's do.
+//! Instances of a (Uniform) scale set are not in that listing; ARM lists
+//! them under their scale set, named `<set>_<instance id>`, so a name of
+//! that shape not found among the VMs is looked for there.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -90,8 +93,14 @@ impl VmNames {
             return Ok(id);
         }
         // Stale, or the name is not (uniquely) there: ask ARM again.
-        let vms = list(http, resource_manager, token, subscription, resource_group).await?;
-        let picked = pick(&vms, name, &scope);
+        let mut vms = list(http, resource_manager, token, subscription, resource_group).await?;
+        let mut picked = pick(&vms, name, &scope);
+        let not_found = matches!(picked, Err(VmLookupError::NotFound(_)));
+        if let (true, Some(set)) = (not_found, scale_set_of(name)) {
+            let base = scope_url(resource_manager, subscription, resource_group);
+            vms.extend(instances(http, &base, token, set).await?);
+            picked = pick(&vms, name, &scope);
+        }
         self.listings.lock().insert(scope, (Instant::now(), vms));
         picked
     }
@@ -103,6 +112,15 @@ impl VmNames {
     }
 }
 
+/// The ARM URL of a subscription, or of one resource group of it.
+fn scope_url(resource_manager: &str, subscription: &str, resource_group: Option<&str>) -> String {
+    let base = resource_manager.trim_end_matches('/');
+    match resource_group {
+        Some(rg) => format!("{base}/subscriptions/{subscription}/resourceGroups/{rg}"),
+        None => format!("{base}/subscriptions/{subscription}"),
+    }
+}
+
 /// Every VM of the scope, through ARM.
 async fn list(
     http: &reqwest::Client,
@@ -111,15 +129,41 @@ async fn list(
     subscription: &str,
     resource_group: Option<&str>,
 ) -> Result<Vec<ArmVm>, AzureError> {
-    let base = resource_manager.trim_end_matches('/');
-    let scope = match resource_group {
-        Some(rg) => format!("/subscriptions/{subscription}/resourceGroups/{rg}"),
-        None => format!("/subscriptions/{subscription}"),
-    };
-    let url = format!(
-        "{base}{scope}/providers/Microsoft.Compute/virtualMachines?api-version={API_VERSION}"
-    );
+    let scope = scope_url(resource_manager, subscription, resource_group);
+    let url =
+        format!("{scope}/providers/Microsoft.Compute/virtualMachines?api-version={API_VERSION}");
     arm_list::list(http, url, token, "listing VMs in Azure Resource Manager").await
+}
+
+/// The scale set a name of the shape `<set>_<instance id>` would belong to.
+fn scale_set_of(name: &str) -> Option<&str> {
+    let (set, id) = name.rsplit_once('_')?;
+    let numeric = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+    (!set.is_empty() && numeric).then_some(set)
+}
+
+/// The instances of the scale sets called `set` in the scope at `scope_url`.
+async fn instances(
+    http: &reqwest::Client,
+    scope_url: &str,
+    token: &Secret,
+    set: &str,
+) -> Result<Vec<ArmVm>, AzureError> {
+    let what = "listing scale-set instances in Azure Resource Manager";
+    let url = format!(
+        "{scope_url}/providers/Microsoft.Compute/virtualMachineScaleSets?api-version={API_VERSION}"
+    );
+    let sets: Vec<ArmVm> = arm_list::list(http, url, token, what).await?;
+    let base = scope_url
+        .split("/subscriptions/")
+        .next()
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for s in sets.iter().filter(|s| s.name.eq_ignore_ascii_case(set)) {
+        let url = format!("{base}{}/virtualMachines?api-version={API_VERSION}", s.id);
+        found.extend(arm_list::list::<ArmVm>(http, url, token, what).await?);
+    }
+    Ok(found)
 }
 
 /// The one VM called `name` (case-insensitively) in `vms`.
@@ -164,6 +208,15 @@ mod tests {
                 "/subscriptions/s/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}"
             ),
             name: name.into(),
+        }
+    }
+
+    #[test]
+    fn instance_names_name_their_scale_set() {
+        assert_eq!(scale_set_of("web-ss_0"), Some("web-ss"));
+        assert_eq!(scale_set_of("my_set_12"), Some("my_set"));
+        for name in ["web", "web_", "_0", "web_x1"] {
+            assert_eq!(scale_set_of(name), None, "{name}");
         }
     }
 

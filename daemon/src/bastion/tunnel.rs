@@ -5,7 +5,7 @@
 //! in a way that a retry can fix ([`AzureError::is_transient`]). `Reload`
 //! builds a new connector, reusing the parts whose settings did not change.
 
-use std::future::Future;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -13,18 +13,20 @@ use bastion_proto::target::Target;
 use tokio::time::Instant;
 
 use crate::azure::arm::{self, BastionEntry, Bastions};
-use crate::azure::auth::{self, AuthStatus, TokenCache};
+use crate::azure::auth::{AuthStatus, TokenCache};
 use crate::azure::bastion_host::BastionHost;
 use crate::azure::claims::Identity;
 use crate::azure::http;
+use crate::azure::tenants::TokenCaches;
 use crate::azure::vm_lookup::{VmLookupError, VmNames};
+use crate::bastion::data_pod::{self, DataPods, PodKey};
 use crate::bastion::proxy::Proxies;
 use crate::bastion::session::{Channels, LiveSession, SessionTokens, Sessions};
 use crate::bastion::setup::{Counter, Setup};
 use crate::bastion::spares::{SpareSettings, Spares};
 use crate::bastion::websocket::TunnelSocket;
 use crate::config::{Settings, parse_bastion_resource_id};
-use crate::error::{AzureError, RefusedToken};
+use crate::error::AzureError;
 use crate::secret::Secret;
 
 /// An open tunnel; dropping it deletes the Bastion session.
@@ -37,12 +39,15 @@ pub struct Tunnel {
 pub struct Connector {
     settings: Arc<Settings>,
     tls: Arc<rustls::ClientConfig>,
-    auth: Arc<TokenCache>,
+    /// The credential's token cache, and one per tenant a bastion needs.
+    tokens: TokenCaches,
     bastions: Bastions,
     sessions: Arc<Sessions>,
     /// The pooled client (ARM, Entra, DELETEs) and the warm connections
     /// (token POSTs, upgrades), which dial through HTTPS_PROXY / NO_PROXY.
     channels: Channels,
+    /// Developer bastions' data pods by target (a reload asks again).
+    pods: DataPods,
 }
 
 impl Connector {
@@ -64,14 +69,7 @@ impl Connector {
         };
         let same_auth = same_tls
             .filter(|p| p.settings.auth == settings.auth && p.settings.cloud == settings.cloud);
-        let auth = match same_auth {
-            Some(p) => p.auth.clone(),
-            None => Arc::new(TokenCache::new(
-                auth::credential(&settings, &http)?,
-                settings.auth.credential,
-                settings.cloud.token_scope.clone(),
-            )),
-        };
+        let tokens = TokenCaches::new(&settings, &http, same_auth.map(|p| &p.tokens))?;
         let bastions = arm::bastions(&settings, same_auth.map(|p| &p.bastions));
         let spare_settings = SpareSettings::from(&settings.tunnel);
         let spares = match same_tls.filter(|p| p.channels.spares.settings() == spare_settings) {
@@ -85,10 +83,11 @@ impl Connector {
         Ok(Connector {
             settings: Arc::new(settings),
             tls,
-            auth,
+            tokens,
             bastions,
             sessions,
             channels: Channels { http, spares },
+            pods: DataPods::default(),
         })
     }
 
@@ -118,36 +117,47 @@ impl Connector {
 
     /// A token for the configured credential (cached, refreshed before expiry).
     pub async fn token(&self) -> Result<Secret, AzureError> {
-        Ok(self.auth.token().await?)
+        Ok(self.tokens.home().token().await?)
     }
 
-    /// Runs `request` with a token; when the service refuses that token (a
-    /// revoked one, or from a clock that jumped), once more with a fresh one.
-    pub async fn with_fresh_token<T, E, F, Fut>(&self, request: F) -> Result<T, E>
-    where
-        F: FnMut(Secret) -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        E: From<AzureError> + RefusedToken,
-    {
-        self.auth.with_fresh_token(request).await
+    /// The token cache of `entry`'s tenant.
+    pub fn auth_of(&self, entry: &BastionEntry) -> &Arc<TokenCache> {
+        self.tokens.for_bastion(&self.settings, &entry.settings)
     }
 
+    /// The credential's status, or, while it has not been asked (every
+    /// bastion has a tenant of its own), the first bastion tenant's.
     pub fn auth_status(&self) -> AuthStatus {
-        self.auth.status()
+        self.signed_in().status()
     }
 
     pub fn identity(&self) -> Option<Identity> {
-        self.auth.identity()
+        self.signed_in().identity()
+    }
+
+    fn signed_in(&self) -> &Arc<TokenCache> {
+        let asked = |c: &&Arc<TokenCache>| {
+            let status = c.status();
+            status.expires_at.is_some() || status.error.is_some()
+        };
+        self.tokens.all().find(asked).unwrap_or(self.tokens.home())
+    }
+
+    /// Every token cache's status and identity, the credential's first.
+    pub fn tenants(&self) -> impl Iterator<Item = (AuthStatus, Option<Identity>)> {
+        self.tokens.all().map(|c| (c.status(), c.identity()))
     }
 
     pub fn credential_name(&self) -> &'static str {
-        self.auth.kind().as_str()
+        self.tokens.home().kind().as_str()
     }
 
     /// After `reload`: the user may have fixed the login or the portal, so
     /// ask the credential at once and look every bastion up afresh.
     pub fn forget_failures(&self) {
-        self.auth.retry_now();
+        for cache in self.tokens.all() {
+            cache.retry_now();
+        }
         for entry in self.bastions.values() {
             entry.forget();
         }
@@ -204,21 +214,29 @@ impl Connector {
         target: &Target,
         deadline: Instant,
     ) -> Result<Tunnel, AzureError> {
-        let mut token = self.token().await?;
+        let auth = self.auth_of(entry);
+        let mut token = auth.token().await?;
         let mut host = self.resolve(entry, target, &mut token).await?;
         let mut retried = false;
-        let (session, tokens) = loop {
+        let (session, tokens, plane, pod) = loop {
+            let (plane, pod) = self.data_plane(entry, &host, target, &token).await?;
             let error = match self
-                .create_session(entry, &host, target, &token, deadline)
+                .create_session(entry, &plane, target, &token, deadline)
                 .await
             {
-                Ok(created) => break created,
+                Ok((session, tokens)) => break (session, tokens, plane, pod),
                 Err(error) => error,
             };
+            if let Some(pod) = &pod {
+                self.pods.forget(pod);
+            }
             let AzureError::Rejected { status, .. } = error else {
                 return Err(error);
             };
-            if retried || !matches!(status, 401 | 403) {
+            // A data pod that no longer serves the target (404) is asked for
+            // again, like a refused bastion is looked up again.
+            let refused = matches!(status, 401 | 403) || (pod.is_some() && status == 404);
+            if retried || !refused {
                 return Err(error);
             }
             // A refused token (a clock that jumped, a revoked session) gets one
@@ -228,16 +246,63 @@ impl Connector {
             tracing::info!(%error, "session refused; retrying once with a fresh token and bastion lookup");
             entry.invalidate(&error);
             if status == 401 {
-                self.auth.invalidate(&token);
-                token = self.token().await?;
+                auth.invalidate(&token);
+                token = auth.token().await?;
             }
             host = self.resolve(entry, target, &mut token).await?;
         };
-        let socket = self
-            .upgrade(&host, &tokens)
-            .await
-            .inspect_err(|e| entry.invalidate(e))?;
+        let socket = self.upgrade(&plane, &tokens).await.inspect_err(|e| {
+            entry.invalidate(e);
+            if let Some(pod) = &pod {
+                self.pods.forget(pod);
+            }
+        })?;
         Ok(Tunnel { socket, session })
+    }
+
+    /// Where sessions to `target` are made: the bastion's own host, or, for
+    /// a Developer bastion, the data pod serving the target (asked for unless
+    /// known), with the key to forget it by. A Standard bastion's path has
+    /// no request here.
+    async fn data_plane<'h>(
+        &self,
+        entry: &BastionEntry,
+        host: &'h BastionHost,
+        target: &Target,
+        token: &Secret,
+    ) -> Result<(Cow<'h, BastionHost>, Option<PodKey>), AzureError> {
+        if !host.uses_data_pod() {
+            return Ok((Cow::Borrowed(host), None));
+        }
+        let key = PodKey::new(host, target)?;
+        let pod = match self.pods.cached(&key) {
+            Some(pod) => pod,
+            None => {
+                let pod = self.pod_lookup(entry, host, target, token).await?;
+                self.pods.store(key.clone(), &pod);
+                pod
+            }
+        };
+        Ok((Cow::Owned(host.on_pod(pod)), Some(key)))
+    }
+
+    /// Asks the Developer bastion `host` which data pod serves `target`
+    /// (no cache: `doctor` calls it directly).
+    pub async fn pod_lookup(
+        &self,
+        entry: &BastionEntry,
+        host: &BastionHost,
+        target: &Target,
+        token: &Secret,
+    ) -> Result<String, AzureError> {
+        data_pod::lookup(
+            &self.channels.http,
+            host,
+            entry.resource_id(),
+            target,
+            token,
+        )
+        .await
     }
 
     /// A session to `target` on `host`, counted against the bastion's
@@ -257,17 +322,18 @@ impl Connector {
             .await
     }
 
-    /// The WebSocket of a session, on a warm connection to its Bastion host.
+    /// The WebSocket of a session, on a warm connection to its Bastion host
+    /// (for a Developer bastion, the data pod, whose URL has no node id).
     pub async fn upgrade(
         &self,
         host: &BastionHost,
         tokens: &SessionTokens,
     ) -> Result<TunnelSocket, AzureError> {
-        let path = Secret::new(format!(
-            "/webtunnelv2/{}?X-Node-Id={}",
-            tokens.websocket_token.expose(),
-            tokens.node_id
-        ));
+        let ws_token = tokens.websocket_token.expose();
+        let path = Secret::new(match host.uses_data_pod() {
+            true => format!("/omni/webtunnel/{ws_token}"),
+            false => format!("/webtunnelv2/{ws_token}?X-Node-Id={}", tokens.node_id),
+        });
         self.channels.spares.upgrade(&host.dns_name, &path).await
     }
 
@@ -282,6 +348,7 @@ impl Connector {
         let http = &self.channels.http;
         let first = token.clone();
         let (host, used) = self
+            .auth_of(entry)
             .with_fresh_token(|token| async move {
                 let host = entry.resolve(http, resource_manager, &token).await?;
                 Ok::<_, AzureError>((host, token))
@@ -328,32 +395,30 @@ impl Connector {
             })?;
         let resource_manager = &self.settings.cloud.resource_manager;
         let http = &self.channels.http;
-        self.with_fresh_token(|token| async move {
-            names
-                .resolve(
-                    http,
-                    resource_manager,
-                    &token,
-                    subscription,
-                    resource_group,
-                    name,
-                )
-                .await
-        })
-        .await
+        self.auth_of(entry)
+            .with_fresh_token(|token| async move {
+                names
+                    .resolve(
+                        http,
+                        resource_manager,
+                        &token,
+                        subscription,
+                        resource_group,
+                        name,
+                    )
+                    .await
+            })
+            .await
     }
 
-    /// Gets a token and looks every bastion up, so the first connection does
-    /// not wait for `az` and ARM and problems show in `status` at once.
+    /// Gets each bastion's token and looks it up, so the first connection
+    /// does not wait for `az` and ARM and problems show in `status` at once.
     pub async fn warm_up(&self) {
-        if self.bastions.is_empty() {
-            return;
-        }
-        // A failure is logged and shown in `status` by the token cache.
-        let Ok(mut token) = self.token().await else {
-            return;
-        };
         for entry in self.bastions.values() {
+            // A failure is logged and shown in `status` by the token cache.
+            let Ok(mut token) = self.auth_of(entry).token().await else {
+                continue;
+            };
             if let Err(error) = self.lookup(entry, &mut token).await {
                 tracing::warn!(bastion = %entry.name, %error, "cannot look up bastion");
             }

@@ -15,9 +15,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::azure::arm;
-use crate::azure::auth::{self, TokenCache};
+use crate::azure::auth::TokenCache;
 use crate::azure::bastion_host::BastionHost;
 use crate::azure::claims;
+use crate::azure::credential::{TokenScope, credential};
 use crate::azure::vm_lookup::{VmLookupError, VmNames};
 use crate::bastion::session::SessionTokens;
 use crate::bastion::tunnel::Connector;
@@ -107,11 +108,13 @@ async fn steps(
     let settings = connector.settings();
     let http = connector.http();
     let kind = settings.auth.credential;
+    let entry = connector.bastion(bastion).ok()?;
+    let scope = TokenScope::for_bastion(settings, &entry.settings);
     let token = report
         .step(
             "token",
             async {
-                let credential = auth::credential(settings, http)
+                let credential = credential(settings, http, &scope)
                     .map_err(|e| AzureError::Precondition(format!("{e:#}")))?;
                 let cache = Arc::new(TokenCache::new(
                     credential,
@@ -137,7 +140,6 @@ async fn steps(
         )
         .await?;
 
-    let entry = connector.bastion(bastion).ok()?;
     let resource_manager = &settings.cloud.resource_manager;
     let host = report
         .step(
@@ -178,6 +180,24 @@ async fn steps(
             }
         }
         _ => target,
+    };
+
+    // A Developer bastion's sessions live on the data pod it names.
+    let host = match host.uses_data_pod() {
+        false => host,
+        true => {
+            report
+                .step(
+                    "pod",
+                    async {
+                        let pod = connector.pod_lookup(entry, &host, &target, &token).await?;
+                        let detail = format!("data pod {pod} (POST /api/connection)");
+                        Ok::<_, AzureError>((host.on_pod(pod), detail))
+                    },
+                    |e| hint("pod", e, kind),
+                )
+                .await?
+        }
     };
 
     // The same session path as every connection: it counts against
@@ -281,6 +301,12 @@ async fn tunnel_steps(
 }
 
 fn describe_host(host: &BastionHost) -> String {
+    if host.uses_data_pod() {
+        return format!(
+            "SKU {}: VMs by name or id, through the data pod {} names",
+            host.sku, host.dns_name
+        );
+    }
     let on = |b: bool| if b { "on" } else { "off" };
     format!(
         "SKU {}, Native client support {}, IP-based connection {}, data plane {}",

@@ -7,7 +7,7 @@ use crate::error::AzureError;
 /// First bytes shown of what the target sent.
 const SHOWN_BYTES: usize = 48;
 
-/// Advice for `error` in `step` ("token", "bastion", "vm", "session",
+/// Advice for `error` in `step` ("token", "bastion", "vm", "pod", "session",
 /// "websocket", "delete"); empty when the error says it all.
 pub fn hint(step: &str, error: &AzureError, kind: CredentialKind) -> String {
     match error {
@@ -38,6 +38,9 @@ pub fn hint(step: &str, error: &AzureError, kind: CredentialKind) -> String {
                 .into(),
             "session" => "check the target: an IP must be in a VNet the bastion reaches \
                           (peered or its own), a VM id must exist"
+                .into(),
+            "pod" => "check the target: a Developer bastion serves the VMs of its own \
+                      virtual network, by name or resource id"
                 .into(),
             _ => String::new(),
         },

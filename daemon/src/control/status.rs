@@ -89,5 +89,19 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
         signed_in_tenant: identity.tenant,
         signed_in_account: identity.account,
         signed_in_app_id: identity.app_id,
+        tenants: connector
+            .tenants()
+            .filter(|(auth, _)| auth.expires_at.is_some() || auth.error.is_some())
+            .map(|(auth, identity)| {
+                let identity = identity.unwrap_or_default();
+                proto::TenantToken {
+                    tenant: identity.tenant,
+                    account: identity.account,
+                    app_id: identity.app_id,
+                    token_expires_at_ms: auth.expires_at.map_or(0, to_ms),
+                    error: auth.error.unwrap_or_default(),
+                }
+            })
+            .collect(),
     }
 }

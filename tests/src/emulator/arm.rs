@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::http::{Resp, arm_error, json, query_param};
 use super::tokens::TokenError;
-use super::{BastionSpec, Shared};
+use super::{BastionSpec, Shared, tenant_of};
 
 /// Where the emulated bastions live; only cosmetic.
 const LOCATION: &str = "westeurope";
@@ -15,18 +15,21 @@ const LOCATION: &str = "westeurope";
 const SCALE_UNITS: u32 = 2;
 
 pub(crate) fn get(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
-    if let Some(refused) = authorize(shared, uri, headers) {
-        return refused;
-    }
+    let tenant = match authorize(shared, uri, headers) {
+        Ok(tenant) => tenant,
+        Err(refused) => return *refused,
+    };
     let path = uri.path().trim_end_matches('/');
-    if let Some(resp) = super::arm_list::route(shared, path) {
+    if let Some(resp) = super::arm_list::route(shared, &tenant, path) {
         return resp;
     }
     get_bastion(shared, path)
 }
 
-/// Counts the call and checks the bearer token and api-version; `Some` is the refusal.
-fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Option<Resp> {
+/// Counts the call and checks the bearer token (its tenant against the
+/// subscription's, as ARM does) and api-version. Ok is the token's tenant,
+/// Err the refusal (boxed: a response is large next to a tenant id).
+fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<String, Box<Resp>> {
     let ledger = &shared.ledger;
     ledger.update(|l| l.arm_calls += 1);
     let bearer = headers
@@ -35,48 +38,84 @@ fn authorize(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Option<Resp> {
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(bearer) = bearer else {
         ledger.reject("arm_missing_token");
-        return Some(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::UNAUTHORIZED,
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing.",
-        ));
+        )));
     };
     if shared.faults.take_arm_auth_failure() {
         ledger.reject("injected_arm_401");
-        return Some(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "The access token is invalid.",
-        ));
+        )));
     }
-    match shared.signer.verify(bearer.trim()) {
-        Ok(_) => {}
+    let claims = match shared.signer.verify(bearer.trim()) {
+        Ok(claims) => claims,
         Err(TokenError::Expired) => {
             ledger.reject("arm_expired_token");
-            return Some(arm_error(
+            return Err(Box::new(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "ExpiredAuthenticationToken",
                 "The access token expiry UTC time is earlier than current UTC time.",
-            ));
+            )));
         }
         Err(e) => {
             ledger.reject("arm_invalid_token");
-            return Some(arm_error(
+            return Err(Box::new(arm_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
                 &format!("The access token is invalid: {e}."),
-            ));
+            )));
         }
+    };
+    let mut segs = uri.path().trim_start_matches('/').split('/');
+    let subscription = segs
+        .next()
+        .filter(|s| s.eq_ignore_ascii_case("subscriptions"))
+        .and(segs.next());
+    if let Some(sub) = subscription.filter(|s| tenant_of(s) != claims.tid) {
+        ledger.reject("arm_wrong_tenant");
+        return Err(Box::new(wrong_tenant(&claims.tid, tenant_of(sub))));
     }
     if query_param(uri, "api-version").is_none() {
         ledger.reject("arm_missing_api_version");
-        return Some(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::BAD_REQUEST,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
-        ));
+        )));
     }
-    None
+    Ok(claims.tid)
+}
+
+/// ARM's answer to a token of another tenant than the subscription's: 401
+/// `InvalidAuthenticationTokenTenant`, with the authority to use in the
+/// message and in the `WWW-Authenticate` challenge (what SDKs read).
+fn wrong_tenant(token_tenant: &str, wanted: &str) -> Resp {
+    let message = format!(
+        "The access token is from the wrong issuer 'https://sts.windows.net/{token_tenant}/'. \
+         It must match the tenant 'https://sts.windows.net/{wanted}/' associated with this subscription. \
+         Please use the authority (URL) 'https://login.windows.net/{wanted}' to get the token. \
+         Note, if the subscription is transferred to another tenant there is no impact to the services, \
+         but information about new tenant could take time to propagate (up to an hour). \
+         If you just transferred your subscription and see this error message, please try back later."
+    );
+    let mut resp = arm_error(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationTokenTenant",
+        &message,
+    );
+    let challenge = format!(
+        "Bearer authorization_uri=\"https://login.windows.net/{wanted}\", error=\"invalid_token\", \
+         error_description=\"The access token is from the wrong issuer.\""
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 fn get_bastion(shared: &Shared, path: &str) -> Resp {
@@ -89,7 +128,7 @@ fn get_bastion(shared: &Shared, path: &str) -> Resp {
     match found {
         Some(b) => {
             tracing::info!(bastion = %b.name, "arm bastion lookup");
-            json(StatusCode::OK, &bastion_json(&b, &shared.endpoint))
+            json(StatusCode::OK, &bastion_json(&b, shared.dns_name(&b)))
         }
         None => {
             ledger.reject("arm_not_found");

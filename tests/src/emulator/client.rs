@@ -77,11 +77,16 @@ impl BastionClient {
 
     /// A client-credentials token for ARM, as `ClientSecretCredential` gets it.
     pub async fn entra_token(&self) -> anyhow::Result<String> {
+        self.entra_token_for(&self.info.tenant_id).await
+    }
+
+    /// A client-credentials token of `tenant` for ARM.
+    pub async fn entra_token_for(&self, tenant: &str) -> anyhow::Result<String> {
         #[derive(Deserialize)]
         struct Reply {
             access_token: String,
         }
-        let url = self.url(&format!("/{}/oauth2/v2.0/token", self.info.tenant_id));
+        let url = self.url(&format!("/{tenant}/oauth2/v2.0/token"));
         let form = [
             ("grant_type", "client_credentials"),
             ("client_id", &self.info.client_id),
@@ -106,12 +111,73 @@ impl BastionClient {
 
     /// `POST /api/tokens` with exactly these form fields.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
+        self.post_form_on(&self.info.endpoint, fields).await
+    }
+
+    /// `POST https://{host}/api/tokens` with exactly these form fields.
+    pub async fn post_form_on(
+        &self,
+        host: &str,
+        fields: &[(&str, &str)],
+    ) -> anyhow::Result<reqwest::Response> {
         Ok(self
             .http
-            .post(self.url("/api/tokens"))
+            .post(format!("https://{host}/api/tokens"))
             .form(fields)
             .send()
             .await?)
+    }
+
+    /// A Developer bastion's `POST /api/connection` with this JSON body, as
+    /// the Azure CLI sends it.
+    pub async fn post_connection(
+        &self,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("https://{}/api/connection", self.info.developer_endpoint);
+        Ok(self.http.post(url).json(body).send().await?)
+    }
+
+    /// The Azure CLI's Developer flow up to the tunnel: the data pod for
+    /// `vm_id:port` behind `bastion_id`, then the session on that pod.
+    pub async fn developer_session(
+        &self,
+        aztoken: &str,
+        bastion_id: &str,
+        vm_id: &str,
+        port: u16,
+    ) -> anyhow::Result<(String, SessionTokens)> {
+        let resp = self
+            .post_connection(&serde_json::json!({
+                "resourceId": vm_id,
+                "bastionResourceId": bastion_id,
+                "vmPort": port,
+                "azToken": aztoken,
+                "connectionType": "nativeclient",
+            }))
+            .await?;
+        let status = resp.status();
+        let pod = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "POST /api/connection: {status}: {pod}");
+        let port = port.to_string();
+        let resp = self
+            .post_form_on(
+                &pod,
+                &[
+                    ("resourceId", vm_id),
+                    ("protocol", "tcptunnel"),
+                    ("workloadHostPort", &port),
+                    ("aztoken", aztoken),
+                ],
+            )
+            .await?;
+        let status = resp.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "POST /api/tokens on the pod: {status}: {}",
+            resp.text().await?
+        );
+        Ok((pod, resp.json().await?))
     }
 
     /// The Azure CLI's token exchange for `ip:port`.
@@ -143,7 +209,12 @@ impl BastionClient {
 
     /// A TLS connection to the emulator (for raw protocol tests).
     pub async fn tls_connect(&self) -> anyhow::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(&self.info.endpoint).await?;
+        self.tls_connect_to(&self.info.endpoint).await
+    }
+
+    /// A TLS connection to one of the emulator's hosts ("127.0.0.1:PORT").
+    pub async fn tls_connect_to(&self, host: &str) -> anyhow::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(host).await?;
         tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
         Ok(self.tls.connect(name, tcp).await?)
@@ -151,14 +222,17 @@ impl BastionClient {
 
     /// `GET /webtunnelv2/{token}?X-Node-Id=…` with an RFC 6455 client handshake.
     pub async fn open_ws(&self, websocket_token: &str, node_id: &str) -> anyhow::Result<ClientWs> {
-        let url = format!(
-            "wss://{}/webtunnelv2/{websocket_token}?X-Node-Id={node_id}",
-            self.info.endpoint
-        );
-        let mut req = url.into_client_request()?;
-        let origin = HeaderValue::from_str(&self.info.base_url())?;
+        let path = format!("/webtunnelv2/{websocket_token}?X-Node-Id={node_id}");
+        self.open_ws_at(&self.info.endpoint, &path).await
+    }
+
+    /// An RFC 6455 client handshake for `wss://{host}{path}` (a data pod's
+    /// `/omni/webtunnel/{token}`, say).
+    pub async fn open_ws_at(&self, host: &str, path: &str) -> anyhow::Result<ClientWs> {
+        let mut req = format!("wss://{host}{path}").into_client_request()?;
+        let origin = HeaderValue::from_str(&format!("https://{host}"))?;
         req.headers_mut().insert(http::header::ORIGIN, origin);
-        let stream = self.tls_connect().await?;
+        let stream = self.tls_connect_to(host).await?;
         let (ws, _) = tokio_tungstenite::client_async_with_config(
             req,
             stream,
@@ -170,9 +244,19 @@ impl BastionClient {
 
     /// `DELETE /api/tokens/{authToken}` with `X-Node-Id`; returns the status.
     pub async fn delete(&self, session: &SessionTokens) -> anyhow::Result<http::StatusCode> {
+        self.delete_on(&self.info.endpoint, session).await
+    }
+
+    /// `DELETE https://{host}/api/tokens/{authToken}` with `X-Node-Id`, as
+    /// the Azure CLI sends it on every SKU.
+    pub async fn delete_on(
+        &self,
+        host: &str,
+        session: &SessionTokens,
+    ) -> anyhow::Result<http::StatusCode> {
         let resp = self
             .http
-            .delete(self.url(&format!("/api/tokens/{}", session.auth_token)))
+            .delete(format!("https://{host}/api/tokens/{}", session.auth_token))
             .header("X-Node-Id", &session.node_id)
             .send()
             .await?;

@@ -1,5 +1,7 @@
 //! The Bastion data plane's HTTP side: `POST /api/tokens` (session token exchange,
-//! checked as strictly as the real service) and `DELETE /api/tokens/{authToken}`.
+//! checked as strictly as the real service) and `DELETE /api/tokens/{authToken}`,
+//! on the main host for Standard/Premium bastions and on the data pod for
+//! Developer ones (only for a target `/api/connection` assigned to it).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,18 +13,27 @@ use serde_json::json;
 use super::faults::FaultBody;
 use super::http::{Resp, empty, form_field, is_form, message, parse_form, read_body, with_body};
 use super::tokens::TokenError;
-use super::{BastionSpec, Shared};
+use super::{BastionSpec, Host, Shared};
 
 const INVALID_IP: &str = "Invalid IP address for connection.";
 
 /// A refusal: HTTP status, reject reason for the ledger, message for the client.
-struct Refusal(StatusCode, &'static str, String);
+pub(crate) struct Refusal(StatusCode, &'static str, String);
 
-fn refuse(status: StatusCode, reason: &'static str, msg: impl Into<String>) -> Refusal {
+impl Refusal {
+    /// Counts the refusal and answers it in the data plane's shape.
+    pub(crate) fn answer(self, shared: &Shared) -> Resp {
+        let Refusal(status, reason, msg) = self;
+        shared.ledger.reject(reason);
+        message(status, &msg)
+    }
+}
+
+pub(crate) fn refuse(status: StatusCode, reason: &'static str, msg: impl Into<String>) -> Refusal {
     Refusal(status, reason, msg.into())
 }
 
-pub(crate) async fn create_token(shared: &Shared, req: Request<Incoming>) -> Resp {
+pub(crate) async fn create_token(shared: &Shared, host: Host, req: Request<Incoming>) -> Resp {
     if !pause(shared, shared.faults.delay()).await {
         return empty(StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -46,15 +57,12 @@ pub(crate) async fn create_token(shared: &Shared, req: Request<Incoming>) -> Res
         );
         return resp;
     }
-    match exchange(shared, req).await {
+    match exchange(shared, host, req).await {
         Ok(resp) => match pause(shared, shared.faults.reply_delay()).await {
             true => resp,
             false => empty(StatusCode::SERVICE_UNAVAILABLE),
         },
-        Err(Refusal(status, reason, msg)) => {
-            shared.ledger.reject(reason);
-            message(status, &msg)
-        }
+        Err(refusal) => refusal.answer(shared),
     }
 }
 
@@ -69,7 +77,7 @@ async fn pause(shared: &Shared, d: Duration) -> bool {
     }
 }
 
-async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refusal> {
+async fn exchange(shared: &Shared, host: Host, req: Request<Incoming>) -> Result<Resp, Refusal> {
     let internal = || {
         refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,31 +92,7 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
     let form = parse_form(&body);
     let field = |name| form_field(&form, name);
 
-    let unauthorized = |reason, msg: &str| refuse(StatusCode::UNAUTHORIZED, reason, msg);
-    let aztoken = field("aztoken")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized("missing_aztoken", "Access token is missing."))?;
-    match shared.signer.verify(&aztoken) {
-        Ok(_) => {}
-        Err(TokenError::Expired) => {
-            return Err(unauthorized(
-                "expired_aztoken",
-                "The access token has expired.",
-            ));
-        }
-        Err(TokenError::Revoked) => {
-            return Err(unauthorized(
-                "revoked_aztoken",
-                "The access token has been revoked.",
-            ));
-        }
-        Err(_) => {
-            return Err(unauthorized(
-                "invalid_aztoken",
-                "The access token is invalid.",
-            ));
-        }
-    }
+    let token_tenant = verify_aztoken(shared, field("aztoken").as_deref())?;
     if field("protocol").as_deref() != Some("tcptunnel") {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -128,8 +112,12 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
         })?;
     let resource_id = field("resourceId").unwrap_or_default();
     let Target { bastion, ip, by_ip } =
-        resolve_target(shared, &resource_id, field("hostname").as_deref())?;
-    check_bastion(&bastion, by_ip)?;
+        resolve_target(shared, host, &resource_id, field("hostname").as_deref())?;
+    check_tenant(&token_tenant, &bastion)?;
+    match host {
+        Host::DataPod => check_pod(shared, &bastion, by_ip, &resource_id, port)?,
+        _ => check_bastion(&bastion, by_ip)?,
+    }
     let route = shared.vnet.route(ip, port).ok_or_else(|| {
         refuse(
             StatusCode::NOT_FOUND,
@@ -138,7 +126,7 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
         )
     })?;
     let target = format!("{ip}:{port}");
-    let new = shared.sessions.create(route, target.clone());
+    let new = shared.sessions.create(host, route, target.clone());
     shared.ledger.update(|l| {
         l.sessions_created += 1;
         l.live_sessions += 1;
@@ -161,31 +149,82 @@ async fn exchange(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Refus
     ))
 }
 
-/// What a resourceId names: the bastion in charge and the target's private IP.
-struct Target {
-    bastion: BastionSpec,
-    ip: IpAddr,
-    /// An IP-based connection (bh-hostConnect), which needs `enableIpConnect`.
-    by_ip: bool,
+/// Checks the ARM token a data-plane request carries; Ok is its tenant.
+pub(crate) fn verify_aztoken(shared: &Shared, aztoken: Option<&str>) -> Result<String, Refusal> {
+    let unauthorized = |reason, msg: &str| refuse(StatusCode::UNAUTHORIZED, reason, msg);
+    let aztoken = aztoken
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized("missing_aztoken", "Access token is missing."))?;
+    match shared.signer.verify(aztoken) {
+        Ok(claims) => Ok(claims.tid),
+        Err(TokenError::Expired) => Err(unauthorized(
+            "expired_aztoken",
+            "The access token has expired.",
+        )),
+        Err(TokenError::Revoked) => Err(unauthorized(
+            "revoked_aztoken",
+            "The access token has been revoked.",
+        )),
+        Err(_) => Err(unauthorized(
+            "invalid_aztoken",
+            "The access token is invalid.",
+        )),
+    }
 }
 
-/// Finds the bastion and target IP a resourceId (and hostname) name.
-fn resolve_target(
+/// The bastion checks the token against its own tenant, as ARM would.
+pub(crate) fn check_tenant(token_tenant: &str, bastion: &BastionSpec) -> Result<(), Refusal> {
+    if super::tenant_of(&bastion.subscription) == token_tenant {
+        return Ok(());
+    }
+    Err(refuse(
+        StatusCode::UNAUTHORIZED,
+        "aztoken_wrong_tenant",
+        "The access token is from the wrong tenant.",
+    ))
+}
+
+/// What a resourceId names: the bastion in charge and the target's private IP.
+pub(crate) struct Target {
+    pub(crate) bastion: BastionSpec,
+    pub(crate) ip: IpAddr,
+    /// An IP-based connection (bh-hostConnect), which needs `enableIpConnect`.
+    pub(crate) by_ip: bool,
+}
+
+/// Finds the bastion and target IP a resourceId (and hostname) name. Of the
+/// bastions that could serve it, one of the kind `host` serves comes first
+/// (a data pod serves Developer bastions, the main host the others).
+pub(crate) fn resolve_target(
     shared: &Shared,
+    host: Host,
     resource_id: &str,
     hostname: Option<&str>,
 ) -> Result<Target, Refusal> {
     let invalid = |reason| refuse(StatusCode::NOT_FOUND, reason, INVALID_IP);
     let segs: Vec<&str> = resource_id.split('/').collect();
-    let ["", subs, sub, rgs, rg, providers, namespace, kind, name] = segs.as_slice() else {
+    let [
+        "",
+        subs,
+        sub,
+        rgs,
+        rg,
+        providers,
+        namespace,
+        kind,
+        name,
+        rest @ ..,
+    ] = segs.as_slice()
+    else {
         return Err(invalid("bad_resource_id"));
     };
     let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
     if !(is(subs, "subscriptions") && is(rgs, "resourceGroups") && is(providers, "providers")) {
         return Err(invalid("bad_resource_id"));
     }
-    let bastions = shared.faults.bastions();
-    if is(namespace, "Microsoft.Network") && is(kind, "bh-hostConnect") {
+    let mut bastions = shared.faults.bastions();
+    bastions.sort_by_key(|b| b.uses_data_pod() != (host == Host::DataPod));
+    if is(namespace, "Microsoft.Network") && is(kind, "bh-hostConnect") && rest.is_empty() {
         let hostname = hostname.ok_or_else(|| invalid("missing_hostname"))?;
         let ip: IpAddr = name.parse().map_err(|_| invalid("bad_resource_id"))?;
         if hostname != *name {
@@ -201,28 +240,35 @@ fn resolve_target(
             by_ip: true,
         });
     }
-    if is(namespace, "Microsoft.Compute") && is(kind, "virtualMachines") {
-        let ip = super::vms::find(rg, name)
-            .filter(|_| is(sub, super::DEFAULT_SUBSCRIPTION))
-            .map(|vm| IpAddr::V4(vm.private_ip))
-            .ok_or_else(|| {
-                refuse(
-                    StatusCode::NOT_FOUND,
-                    "unknown_vm",
-                    format!("Virtual machine {name} was not found."),
-                )
-            })?;
-        let bastion = bastions
-            .into_iter()
-            .find(|b| is(&b.subscription, sub))
-            .ok_or_else(|| invalid("bad_resource_id"))?;
-        return Ok(Target {
-            bastion,
-            ip,
-            by_ip: false,
-        });
+    // A VM, or an instance of a scale set: what `--target-resource-id` takes.
+    let vm_like = is(namespace, "Microsoft.Compute")
+        && match rest {
+            [] => is(kind, "virtualMachines"),
+            [instances, _] => {
+                is(kind, "virtualMachineScaleSets") && is(instances, "virtualMachines")
+            }
+            _ => false,
+        };
+    if !vm_like {
+        return Err(invalid("bad_resource_id"));
     }
-    Err(invalid("bad_resource_id"))
+    let vm = super::vms::by_resource_id(resource_id).ok_or_else(|| {
+        let name = segs.last().copied().unwrap_or_default();
+        refuse(
+            StatusCode::NOT_FOUND,
+            "unknown_vm",
+            format!("Virtual machine {name} was not found."),
+        )
+    })?;
+    let bastion = bastions
+        .into_iter()
+        .find(|b| b.subscription.eq_ignore_ascii_case(vm.subscription))
+        .ok_or_else(|| invalid("bad_resource_id"))?;
+    Ok(Target {
+        bastion,
+        ip: IpAddr::V4(vm.private_ip),
+        by_ip: false,
+    })
 }
 
 /// SKU and feature flags, as the portal names them.
@@ -252,12 +298,50 @@ fn check_bastion(b: &BastionSpec, by_ip: bool) -> Result<(), Refusal> {
     Ok(())
 }
 
-pub(crate) fn delete_token(shared: &Shared, auth_token: &str, headers: &HeaderMap) -> Resp {
+/// A data pod serves Developer bastions' VM targets that `/api/connection`
+/// assigned to it, nothing else.
+fn check_pod(
+    shared: &Shared,
+    b: &BastionSpec,
+    by_ip: bool,
+    resource_id: &str,
+    port: u16,
+) -> Result<(), Refusal> {
+    if !b.uses_data_pod() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "pod_wrong_sku",
+            format!("Bastion SKU '{}' is not served by this node.", b.sku),
+        ));
+    }
+    if by_ip {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "ip_connect_on_developer",
+            super::developer::NO_IP_CONNECT,
+        ));
+    }
+    if !shared.pods.is_assigned(resource_id, port) {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "pod_not_assigned",
+            "No connection to this target was set up on this node.",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn delete_token(
+    shared: &Shared,
+    host: Host,
+    auth_token: &str,
+    headers: &HeaderMap,
+) -> Resp {
     let node_id = headers
         .get("X-Node-Id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    match shared.sessions.delete(auth_token, node_id) {
+    match shared.sessions.delete(host, auth_token, node_id) {
         Ok(()) => {
             shared.ledger.update(|l| {
                 l.deletes += 1;

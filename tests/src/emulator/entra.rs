@@ -58,13 +58,18 @@ pub(crate) async fn token(shared: &Shared, tenant: &str, req: Request<Incoming>)
     };
     let form = parse_form(&body);
     let field = |name| form_field(&form, name);
-    if !tenant.eq_ignore_ascii_case(&shared.tenant_id) {
+    // The app is registered in every emulated tenant (multi-tenant, as a
+    // hub's automation often is); each token names the tenant it came from.
+    let Some(tenant_id) = super::TENANTS
+        .into_iter()
+        .find(|t| t.eq_ignore_ascii_case(tenant))
+    else {
         ledger.reject("entra_unknown_tenant");
         let msg = format!(
             "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
         );
         return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 90002, &msg);
-    }
+    };
     if field("grant_type").as_deref() != Some("client_credentials") {
         ledger.reject("entra_bad_grant");
         return aad_error(
@@ -101,10 +106,17 @@ pub(crate) async fn token(shared: &Shared, tenant: &str, req: Request<Incoming>)
         );
         return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 70011, &msg);
     };
-    let minted = shared
-        .signer
-        .mint(aud, &client_id, shared.faults.token_lifetime());
-    ledger.update(|l| l.entra_tokens += 1);
+    let minted = shared.signer.mint(
+        aud,
+        &client_id,
+        None,
+        tenant_id,
+        shared.faults.token_lifetime(),
+    );
+    ledger.update(|l| {
+        l.entra_tokens += 1;
+        *l.tokens_by_tenant.entry(tenant_id.to_owned()).or_default() += 1;
+    });
     tracing::info!(client_id, aud, "entra token issued");
     let expires_in = minted.expires_on.saturating_sub(unix_now());
     json(

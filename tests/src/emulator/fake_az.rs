@@ -9,9 +9,9 @@ use anyhow::Context;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::Shared;
 use super::http::{Resp, json, read_body};
 use super::tokens::audience_for_scope;
+use super::{Shared, TENANT_ID, TENANTS, tenant_of};
 
 /// The emulator-private endpoint the fake az calls.
 pub(crate) const AZ_TOKEN_PATH: &str = "/_emulator/az-token";
@@ -64,7 +64,9 @@ pub(crate) fn write_script(
     Ok(path)
 }
 
-/// `POST /_emulator/az-token`: counts the call, applies `fail_az`, mints a token.
+/// `POST /_emulator/az-token`: counts the call, applies `fail_az`, mints a token
+/// of the tenant `--tenant` or `--subscription` names (the signed-in default:
+/// the first tenant).
 pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp {
     shared.ledger.update(|l| l.az_calls += 1);
     let Some(req) = read_body(body)
@@ -76,28 +78,35 @@ pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp 
             &serde_json::json!({"error": "bad request"}),
         );
     };
-    let subscription = req.subscription.clone().unwrap_or_else(|| {
-        shared
-            .faults
-            .bastions()
-            .first()
-            .map(|b| b.subscription.clone())
-            .unwrap_or_default()
-    });
-    let tenant = shared.tenant_id.clone();
+    let asked_by = match (&req.subscription, &req.tenant) {
+        (Some(_), _) => "subscription",
+        (None, Some(_)) => "tenant",
+        (None, None) => "default",
+    };
+    shared
+        .ledger
+        .update(|l| *l.az_asked_by.entry(asked_by.to_owned()).or_default() += 1);
     let reply = match check(shared, &req) {
-        Ok(aud) => {
-            let minted = shared.signer.mint_as(
+        Ok(Granted {
+            aud,
+            tenant,
+            subscription,
+        }) => {
+            let minted = shared.signer.mint(
                 aud,
                 "az-cli-user",
                 Some(AZ_USER),
+                tenant,
                 shared.faults.token_lifetime(),
             );
-            tracing::info!(aud, "az token issued");
+            shared
+                .ledger
+                .update(|l| *l.tokens_by_tenant.entry(tenant.to_owned()).or_default() += 1);
+            tracing::info!(aud, tenant, "az token issued");
             AzTokenReply {
                 access_token: Some(minted.token),
                 expires_on: minted.expires_on,
-                tenant,
+                tenant: tenant.to_owned(),
                 subscription,
                 error: None,
             }
@@ -107,8 +116,8 @@ pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp 
             AzTokenReply {
                 access_token: None,
                 expires_on: 0,
-                tenant,
-                subscription,
+                tenant: String::new(),
+                subscription: String::new(),
                 error: Some(msg),
             }
         }
@@ -116,27 +125,70 @@ pub(crate) async fn serve(shared: &Shared, body: hyper::body::Incoming) -> Resp 
     json(StatusCode::OK, &reply)
 }
 
-/// The token audience, or the reject reason and az's stderr line.
-fn check(shared: &Shared, req: &AzTokenRequest) -> Result<&'static str, (&'static str, String)> {
+/// What a token request is granted: audience, tenant, and the subscription az reports.
+struct Granted {
+    aud: &'static str,
+    tenant: &'static str,
+    subscription: String,
+}
+
+/// The grant, or the reject reason and az's stderr line.
+fn check(shared: &Shared, req: &AzTokenRequest) -> Result<Granted, (&'static str, String)> {
     if shared.faults.take_az_failure() {
         return Err(("injected_az_failure", NOT_LOGGED_IN.to_owned()));
     }
-    if let Some(t) = req
-        .tenant
-        .as_ref()
-        .filter(|t| !t.eq_ignore_ascii_case(&shared.tenant_id))
-    {
-        return Err((
-            "az_unknown_tenant",
-            format!("ERROR: AADSTS90002: Tenant '{t}' not found."),
-        ));
-    }
-    audience_for_scope(&req.scope).ok_or_else(|| {
+    let aud = audience_for_scope(&req.scope).ok_or_else(|| {
         let msg = format!(
             "ERROR: AADSTS70011: The provided value for the input parameter 'scope' is not valid. The scope {} is not valid.",
             req.scope
         );
         ("az_bad_scope", msg)
+    })?;
+    let subscriptions = super::arm_list::subscription_ids(shared);
+    let first_in = |tenant: &str| {
+        subscriptions
+            .iter()
+            .find(|s| tenant_of(s) == tenant)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (tenant, subscription) = match (&req.tenant, &req.subscription) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "az_tenant_and_subscription",
+                "ERROR: Please specify only one of subscription and tenant, not both".to_owned(),
+            ));
+        }
+        (None, Some(sub)) => {
+            let known = subscriptions.iter().find(|s| s.eq_ignore_ascii_case(sub));
+            let sub = known.ok_or_else(|| {
+                (
+                    "az_unknown_subscription",
+                    format!(
+                        "ERROR: Subscription '{sub}' not found. Check the spelling and casing and try again."
+                    ),
+                )
+            })?;
+            (tenant_of(sub), sub.clone())
+        }
+        (Some(t), None) => {
+            let tenant = TENANTS
+                .into_iter()
+                .find(|known| known.eq_ignore_ascii_case(t))
+                .ok_or_else(|| {
+                    (
+                        "az_unknown_tenant",
+                        format!("ERROR: AADSTS90002: Tenant '{t}' not found."),
+                    )
+                })?;
+            (tenant, first_in(tenant))
+        }
+        (None, None) => (TENANT_ID, first_in(TENANT_ID)),
+    };
+    Ok(Granted {
+        aud,
+        tenant,
+        subscription,
     })
 }
 

@@ -14,6 +14,10 @@ use super::vnet::Services;
 pub struct EmulatorInfo {
     /// "127.0.0.1:PORT" — also every bastion's dnsName.
     pub endpoint: String,
+    /// "127.0.0.1:PORT" of Developer bastions' dnsName (their `/api/connection`).
+    pub developer_endpoint: String,
+    /// "127.0.0.1:PORT" of the data pod `/api/connection` names.
+    pub pod_endpoint: String,
     pub ca_file: PathBuf,
     /// The first bastion's ARM id.
     pub bastion_resource_id: String,
@@ -30,6 +34,8 @@ impl std::fmt::Debug for EmulatorInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmulatorInfo")
             .field("endpoint", &self.endpoint)
+            .field("developer_endpoint", &self.developer_endpoint)
+            .field("pod_endpoint", &self.pod_endpoint)
             .field("ca_file", &self.ca_file)
             .field("bastion_resource_id", &self.bastion_resource_id)
             .field("tenant_id", &self.tenant_id)

@@ -14,11 +14,21 @@ use tokio::sync::watch;
 pub struct Ledger {
     pub entra_tokens: u64,
     pub az_calls: u64,
+    /// Fake-az token requests by what picked the tenant: "subscription",
+    /// "tenant" or "default" (neither flag).
+    #[serde(default)]
+    pub az_asked_by: BTreeMap<String, u64>,
+    /// Tokens issued (Entra and fake az) by tenant id.
+    #[serde(default)]
+    pub tokens_by_tenant: BTreeMap<String, u64>,
     pub arm_calls: u64,
     /// ARM VM listings answered, found or not (VM-name lookups); part of
     /// `arm_calls`, which also counts the ones refused for their token.
     #[serde(default)]
     pub arm_vm_lists: u64,
+    /// Developer-SKU `POST /api/connection` answered with a data pod.
+    #[serde(default)]
+    pub pod_lookups: u64,
     pub sessions_created: u64,
     pub live_sessions: u64,
     /// The most sessions ever live at once.

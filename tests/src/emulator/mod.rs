@@ -4,7 +4,8 @@
 //!
 //! Files: `tls` certificates, `tokens` signing, `entra` token endpoint, `arm` bastion
 //! lookup, `dataplane` token POST/DELETE, `sessions` their state, `tunnel` the
-//! WebSocket upgrade, `relay` the byte pump, `vnet` target services, `ledger`
+//! WebSocket upgrade, `developer` the Developer SKU's `/api/connection` and its
+//! data-pod assignments, `relay` the byte pump, `vnet` target services, `ledger`
 //! counters, `faults` switches, `vms` the VMs ARM lists, `fake_az` the Azure CLI stand-in, `info` files on
 //! disk, `http` response helpers, `server` the listener and router, `latency`
 //! the WAN delay line in front of it (with `precise_sleep` its timer).
@@ -13,6 +14,7 @@ mod arm;
 mod arm_list;
 pub mod client;
 mod dataplane;
+mod developer;
 mod entra;
 mod fake_az;
 mod faults;
@@ -56,6 +58,21 @@ pub const TENANT_ID: &str = "72f988bf-0000-0000-0000-00000000beef";
 pub const CLIENT_ID: &str = "bastiond-test-client";
 /// Subscription the default bastions live in.
 pub const DEFAULT_SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000a1b2";
+/// A second directory (a customer's or a hub's tenant), with a subscription of its own.
+pub const SECOND_TENANT_ID: &str = "c0ffee00-0000-0000-0000-0000000000b2";
+/// The second tenant's subscription ([`BastionSpec::in_second_tenant`]).
+pub const SECOND_SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000b0b2";
+/// Directories the emulated Entra knows.
+pub(crate) const TENANTS: [&str; 2] = [TENANT_ID, SECOND_TENANT_ID];
+
+/// The tenant a subscription belongs to (unknown ones: the default tenant).
+pub fn tenant_of(subscription: &str) -> &'static str {
+    if subscription.eq_ignore_ascii_case(SECOND_SUBSCRIPTION) {
+        SECOND_TENANT_ID
+    } else {
+        TENANT_ID
+    }
+}
 /// Written last in the state dir: its presence means the emulator is ready.
 pub const INFO_FILE: &str = "emulator.json";
 /// Entra tokens live 60–90 minutes; one hour by default.
@@ -109,6 +126,18 @@ pub struct BastionSpec {
     pub enable_ip_connect: bool,
 }
 
+/// Which of the emulator's listeners a request came in on. Each is its own
+/// `127.0.0.1:PORT`, as each is its own host name in Azure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// Entra, ARM, and the data plane of Standard/Premium bastions.
+    Main,
+    /// A Developer bastion's dnsName: only `POST /api/connection`.
+    DeveloperFront,
+    /// The data pod `/api/connection` names: token POST/DELETE and `/omni/webtunnel/`.
+    DataPod,
+}
+
 impl BastionSpec {
     /// name "bastion-<key>", rg "rg-<key>", Standard, tunnelling and IP connect on.
     pub fn standard(key: &str) -> Self {
@@ -123,6 +152,30 @@ impl BastionSpec {
         }
     }
 
+    /// A Developer bastion: name "bastion-<key>", rg "rg-<key>", no
+    /// "Native client support" or "IP-based connection" flags (the SKU has neither).
+    pub fn developer(key: &str) -> Self {
+        Self {
+            sku: "Developer".to_owned(),
+            enable_tunneling: false,
+            enable_ip_connect: false,
+            ..Self::standard(key)
+        }
+    }
+
+    /// The same bastion in [`SECOND_SUBSCRIPTION`], of [`SECOND_TENANT_ID`].
+    pub fn in_second_tenant(self) -> Self {
+        Self {
+            subscription: SECOND_SUBSCRIPTION.to_owned(),
+            ..self
+        }
+    }
+
+    /// Developer and QuickConnect bastions serve through a data pod (`/api/connection`).
+    pub fn uses_data_pod(&self) -> bool {
+        self.sku.eq_ignore_ascii_case("Developer") || self.sku.eq_ignore_ascii_case("QuickConnect")
+    }
+
     pub fn resource_id(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/bastionHosts/{}",
@@ -133,10 +186,14 @@ impl BastionSpec {
 
 /// State every endpoint shares.
 pub(crate) struct Shared {
-    pub(crate) tenant_id: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
     pub(crate) endpoint: String,
+    /// Developer bastions' dnsName (the `/api/connection` front).
+    pub(crate) developer_endpoint: String,
+    /// The data pod `/api/connection` answers with.
+    pub(crate) pod_endpoint: String,
+    pub(crate) pods: developer::PodAssignments,
     pub(crate) signer: tokens::Signer,
     pub(crate) faults: Arc<Faults>,
     pub(crate) ledger: ledger::LedgerHandle,
@@ -150,6 +207,41 @@ pub(crate) struct Shared {
 pub struct Emulator {
     info: EmulatorInfo,
     shared: Arc<Shared>,
+}
+
+impl Shared {
+    /// The dnsName ARM reports for `b`: Developer bastions have a front of their own.
+    pub(crate) fn dns_name(&self, b: &BastionSpec) -> &str {
+        if b.uses_data_pod() {
+            &self.developer_endpoint
+        } else {
+            &self.endpoint
+        }
+    }
+}
+
+/// Binds one advertised listener on 127.0.0.1:`port`; in WAN mode it is a
+/// delay line in front of the returned internal listener. Returns the
+/// advertised endpoint and the listener to serve.
+async fn bind_host(
+    port: u16,
+    latency: Duration,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(String, TcpListener)> {
+    let advertised = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let endpoint = advertised.local_addr()?.to_string();
+    if latency.is_zero() {
+        return Ok((endpoint, advertised));
+    }
+    let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the listener behind the delay line")?;
+    let upstream = internal.local_addr()?;
+    latency::spawn_latency_proxy(advertised, upstream, latency, tracker, cancel);
+    Ok((endpoint, internal))
 }
 
 impl Emulator {
@@ -182,22 +274,21 @@ impl Emulator {
         let ca_file = dir.join("ca.pem");
         info::write_atomic(&ca_file, server_tls.ca_pem.as_bytes())?;
 
-        let advertised = TcpListener::bind((Ipv4Addr::LOCALHOST, cfg.port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{}", cfg.port))?;
-        let endpoint = advertised.local_addr()?.to_string();
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let listener = if cfg.latency.is_zero() {
-            advertised
-        } else {
-            let internal = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .await
-                .context("binding the listener behind the delay line")?;
-            let upstream = internal.local_addr()?;
-            latency::spawn_latency_proxy(advertised, upstream, cfg.latency, &tracker, &cancel);
-            internal
+        let bound = async {
+            let bind = |port| bind_host(port, cfg.latency, &tracker, &cancel);
+            anyhow::Ok((bind(cfg.port).await?, bind(0).await?, bind(0).await?))
         };
+        let ((endpoint, listener), (developer_endpoint, front), (pod_endpoint, pod)) =
+            match bound.await {
+                Ok(bound) => bound,
+                Err(e) => {
+                    // Stops any delay line already started.
+                    cancel.cancel();
+                    return Err(e);
+                }
+            };
         let vnet = match vnet::Vnet::start(&tracker, &cancel).await {
             Ok(vnet) => vnet,
             Err(e) => {
@@ -209,6 +300,8 @@ impl Emulator {
 
         let info = EmulatorInfo {
             endpoint: endpoint.clone(),
+            developer_endpoint: developer_endpoint.clone(),
+            pod_endpoint: pod_endpoint.clone(),
             ca_file: ca_file.clone(),
             bastion_resource_id: cfg.bastions[0].resource_id(),
             tenant_id: TENANT_ID.to_owned(),
@@ -219,11 +312,13 @@ impl Emulator {
             services: vnet.services(),
         };
         let shared = Arc::new(Shared {
-            tenant_id: info.tenant_id.clone(),
             client_id: info.client_id.clone(),
             client_secret: info.client_secret.clone(),
             endpoint: endpoint.clone(),
-            signer: tokens::Signer::new(TENANT_ID),
+            developer_endpoint,
+            pod_endpoint,
+            pods: developer::PodAssignments::default(),
+            signer: tokens::Signer::new(),
             faults: Arc::new(Faults::new(cfg.token_lifetime, cfg.bastions.clone())),
             ledger: ledger::LedgerHandle::new(),
             vnet,
@@ -232,7 +327,13 @@ impl Emulator {
             tracker,
         });
         arm(&shared.faults);
-        server::spawn_accept_loop(shared.clone(), listener, server_tls.acceptor);
+        for (host, listener) in [
+            (Host::Main, listener),
+            (Host::DeveloperFront, front),
+            (Host::DataPod, pod),
+        ] {
+            server::spawn_accept_loop(shared.clone(), host, listener, server_tls.acceptor.clone());
+        }
         let mut emulator = Emulator { info, shared };
         if let Err(e) = emulator.write_files(&cfg) {
             emulator.shared.cancel.cancel();
@@ -288,6 +389,10 @@ impl Emulator {
     /// POST alike), as for a password reset; tokens minted later work.
     pub fn revoke_tokens(&self) {
         self.shared.signer.revoke_minted();
+    /// Forgets which targets `/api/connection` assigned to the data pod, as
+    /// when the service recycles its pods: the pod refuses them until asked again.
+    pub fn recycle_data_pods(&self) {
+        self.shared.pods.forget_all();
     }
 
     /// Makes `ip:port` in the VNet reach `to` (e.g. 10.1.0.8:22 -> a real sshd).

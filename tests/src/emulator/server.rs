@@ -1,5 +1,7 @@
-//! The one TLS listener: accepts, handshakes, serves HTTP/1.1 with upgrades and
-//! routes each request to Entra, ARM, the data plane or the emulator's own endpoints.
+//! The TLS listeners: each accepts, handshakes, serves HTTP/1.1 with upgrades
+//! and routes each request by the host it came in on: Entra, ARM, the Standard
+//! data plane and the emulator's own endpoints on the main one; a Developer
+//! bastion's `/api/connection` on its front; the Developer tunnel on the data pod.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,14 +16,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::http::{Resp, html_page, json};
-use super::{Shared, arm, dataplane, entra, fake_az, tunnel};
+use super::{Host, Shared, arm, dataplane, developer, entra, fake_az, tunnel};
 
 /// A client that cannot finish a TLS handshake in this long is not coming.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The emulator's private read-only view of its counters.
 const LEDGER_PATH: &str = "/_emulator/ledger";
 
-pub(crate) fn spawn_accept_loop(shared: Arc<Shared>, listener: TcpListener, acceptor: TlsAcceptor) {
+pub(crate) fn spawn_accept_loop(
+    shared: Arc<Shared>,
+    host: Host,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) {
     let tracker = shared.tracker.clone();
     tracker.spawn(async move {
         loop {
@@ -34,7 +41,7 @@ pub(crate) fn spawn_accept_loop(shared: Arc<Shared>, listener: TcpListener, acce
             };
             let (shared, acceptor) = (shared.clone(), acceptor.clone());
             shared.tracker.clone().spawn(async move {
-                if let Err(e) = serve_conn(shared, acceptor, tcp).await {
+                if let Err(e) = serve_conn(shared, host, acceptor, tcp).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
@@ -44,6 +51,7 @@ pub(crate) fn spawn_accept_loop(shared: Arc<Shared>, listener: TcpListener, acce
 
 async fn serve_conn(
     shared: Arc<Shared>,
+    host: Host,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
 ) -> anyhow::Result<()> {
@@ -52,7 +60,7 @@ async fn serve_conn(
     let svc_shared = shared.clone();
     let service = service_fn(move |req| {
         let shared = svc_shared.clone();
-        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+        async move { Ok::<_, Infallible>(route(&shared, host, req).await) }
     });
     let mut builder = http1::Builder::new();
     if let Some(after) = shared.faults.idle_close() {
@@ -75,31 +83,54 @@ async fn serve_conn(
     Ok(())
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+async fn route(shared: &Arc<Shared>, host: Host, req: Request<Incoming>) -> Resp {
+    use Host::{DataPod, DeveloperFront, Main};
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
-    match (&method, segs.as_slice()) {
-        (&Method::POST, [tenant, "oauth2", "v2.0", "token"]) => {
+    match (host, &method, segs.as_slice()) {
+        (Main, &Method::POST, [tenant, "oauth2", "v2.0", "token"]) => {
             entra::token(shared, tenant, req).await
         }
-        (&Method::GET, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
+        (Main, &Method::GET, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
             arm::get(shared, req.uri(), req.headers())
         }
-        (&Method::POST, ["api", "tokens"]) => dataplane::create_token(shared, req).await,
-        (&Method::DELETE, ["api", "tokens", auth_token]) => {
-            dataplane::delete_token(shared, auth_token, req.headers())
+        (Main | DataPod, &Method::POST, ["api", "tokens"]) => {
+            dataplane::create_token(shared, host, req).await
         }
-        (&Method::GET, ["webtunnelv2", ws_token]) => tunnel::upgrade(shared, ws_token, req),
-        (&Method::POST, _) if path == fake_az::AZ_TOKEN_PATH => {
+        (Main | DataPod, &Method::DELETE, ["api", "tokens", auth_token]) => {
+            dataplane::delete_token(shared, host, auth_token, req.headers())
+        }
+        (Main, &Method::GET, ["webtunnelv2", ws_token])
+        | (DataPod, &Method::GET, ["omni", "webtunnel", ws_token]) => {
+            tunnel::upgrade(shared, host, ws_token, req)
+        }
+        (DeveloperFront, &Method::POST, ["api", "connection"]) => {
+            developer::connection(shared, req).await
+        }
+        // The wrong tunnel for the host: counted, so a test can tell it from a typo.
+        (Main, &Method::GET, ["omni", "webtunnel", _]) => refused(shared, "omni_on_standard"),
+        (DataPod, &Method::GET, ["webtunnelv2", _]) => refused(shared, "webtunnelv2_on_pod"),
+        (DeveloperFront, &Method::POST, ["api", "tokens"]) => {
+            refused(shared, "tokens_on_developer_front")
+        }
+        (Main, &Method::POST, _) if path == fake_az::AZ_TOKEN_PATH => {
             fake_az::serve(shared, req.into_body()).await
         }
-        (&Method::GET, _) if path == LEDGER_PATH => json(StatusCode::OK, &shared.ledger.snapshot()),
+        (Main, &Method::GET, _) if path == LEDGER_PATH => {
+            json(StatusCode::OK, &shared.ledger.snapshot())
+        }
         _ => {
             // Only the first segment: deeper ones may carry tokens.
             let first = segs.first().copied().unwrap_or_default();
-            tracing::info!(%method, first, "no such endpoint");
+            tracing::info!(%method, first, ?host, "no such endpoint");
             html_page(StatusCode::NOT_FOUND)
         }
     }
+}
+
+/// The Tomcat 404 page, with `reason` in the ledger.
+fn refused(shared: &Shared, reason: &str) -> Resp {
+    shared.ledger.reject(reason);
+    html_page(StatusCode::NOT_FOUND)
 }

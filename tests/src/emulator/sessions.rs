@@ -1,10 +1,12 @@
-//! Bastion sessions: what `POST /api/tokens` creates, `GET /webtunnelv2` claims
-//! (websocket tokens are single use and short-lived) and `DELETE` removes.
+//! Bastion sessions: what `POST /api/tokens` creates, `GET /webtunnelv2` (or a
+//! data pod's `/omni/webtunnel/`) claims (websocket tokens are single use and
+//! short-lived) and `DELETE` removes, each on the host that created it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::Host;
 use super::vnet::Route;
 
 /// An unused websocket token expires this long after it was issued: the real
@@ -26,6 +28,7 @@ pub(crate) struct Claimed {
 struct Ticket {
     auth_token: String,
     node_id: String,
+    host: Host,
     route: Route,
     target: String,
     expires: Instant,
@@ -34,8 +37,8 @@ struct Ticket {
 
 #[derive(Default)]
 struct Inner {
-    /// authToken -> nodeId.
-    sessions: HashMap<String, String>,
+    /// authToken -> nodeId and the host that made it.
+    sessions: HashMap<String, (String, Host)>,
     /// websocketToken -> ticket; used ones stay so a reuse is told apart from garbage.
     tickets: HashMap<String, Ticket>,
     /// Ticket count at which the next prune runs.
@@ -69,7 +72,7 @@ impl Sessions {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn create(&self, route: Route, target: String) -> NewSession {
+    pub(crate) fn create(&self, host: Host, route: Route, target: String) -> NewSession {
         let [a, b, c]: [u8; 3] = rand::random();
         let new = NewSession {
             auth_token: hex::encode(rand::random::<[u8; 32]>()),
@@ -80,12 +83,13 @@ impl Sessions {
         inner.prune();
         inner
             .sessions
-            .insert(new.auth_token.clone(), new.node_id.clone());
+            .insert(new.auth_token.clone(), (new.node_id.clone(), host));
         inner.tickets.insert(
             new.websocket_token.clone(),
             Ticket {
                 auth_token: new.auth_token.clone(),
                 node_id: new.node_id.clone(),
+                host,
                 route,
                 target,
                 expires: Instant::now() + WS_TOKEN_TTL,
@@ -95,8 +99,14 @@ impl Sessions {
         new
     }
 
-    /// Uses up a websocket token. Err is the reject reason.
-    pub(crate) fn claim(&self, ws_token: &str, node_id: &str) -> Result<Claimed, &'static str> {
+    /// Uses up a websocket token on `host`; `node_id` is what the URL says
+    /// (None: a data pod's tunnel URL carries none). Err is the reject reason.
+    pub(crate) fn claim(
+        &self,
+        host: Host,
+        ws_token: &str,
+        node_id: Option<&str>,
+    ) -> Result<Claimed, &'static str> {
         let mut inner = self.lock();
         let Inner {
             sessions, tickets, ..
@@ -108,7 +118,10 @@ impl Sessions {
         if ticket.expires <= Instant::now() {
             return Err("ws_token_expired");
         }
-        if ticket.node_id != node_id {
+        if ticket.host != host {
+            return Err("ws_wrong_host");
+        }
+        if node_id.is_some_and(|n| n != ticket.node_id) {
             return Err("ws_wrong_node");
         }
         if !sessions.contains_key(&ticket.auth_token) {
@@ -122,11 +135,17 @@ impl Sessions {
     }
 
     /// Err is the reject reason.
-    pub(crate) fn delete(&self, auth_token: &str, node_id: &str) -> Result<(), &'static str> {
+    pub(crate) fn delete(
+        &self,
+        host: Host,
+        auth_token: &str,
+        node_id: &str,
+    ) -> Result<(), &'static str> {
         let mut inner = self.lock();
         match inner.sessions.get(auth_token) {
             None => Err("delete_unknown"),
-            Some(n) if n != node_id => Err("delete_wrong_node"),
+            Some((_, h)) if *h != host => Err("delete_wrong_host"),
+            Some((n, _)) if n != node_id => Err("delete_wrong_node"),
             Some(_) => {
                 inner.sessions.remove(auth_token);
                 Ok(())

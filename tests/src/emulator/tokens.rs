@@ -54,9 +54,9 @@ pub(crate) struct Minted {
     pub(crate) expires_on: u64,
 }
 
+/// Mints and verifies tokens for every emulated tenant (the `tid` says which).
 pub(crate) struct Signer {
     key: [u8; 32],
-    tenant_id: String,
     /// Tokens minted so far: the next one's serial.
     minted: AtomicU64,
     /// Tokens with a serial below this are refused as revoked.
@@ -79,10 +79,9 @@ pub(crate) fn audience_for_scope(scope: &str) -> Option<&'static str> {
 }
 
 impl Signer {
-    pub(crate) fn new(tenant_id: &str) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             key: rand::random(),
-            tenant_id: tenant_id.to_owned(),
             minted: AtomicU64::new(0),
             revoked_below: AtomicU64::new(0),
         }
@@ -100,23 +99,21 @@ impl Signer {
         Hmac::<Sha256>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!())
     }
 
-    pub(crate) fn mint(&self, aud: &str, subject: &str, lifetime: Duration) -> Minted {
-        self.mint_as(aud, subject, None, lifetime)
-    }
-
-    /// Like `mint`, for a signed-in user `upn` (what the Azure CLI holds).
-    pub(crate) fn mint_as(
+    /// A token of `tenant` for `subject` (an app), or for a signed-in user
+    /// `upn` (what the Azure CLI holds).
+    pub(crate) fn mint(
         &self,
         aud: &str,
         subject: &str,
         upn: Option<&str>,
+        tenant: &str,
         lifetime: Duration,
     ) -> Minted {
         let now = unix_now();
         let claims = Claims {
             aud: aud.to_owned(),
-            iss: format!("https://sts.windows.net/{}/", self.tenant_id),
-            tid: self.tenant_id.clone(),
+            iss: format!("https://sts.windows.net/{tenant}/"),
+            tid: tenant.to_owned(),
             oid: subject.to_owned(),
             appid: subject.to_owned(),
             iat: now,

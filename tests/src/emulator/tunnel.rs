@@ -1,5 +1,6 @@
-//! `GET /webtunnelv2/{websocketToken}?X-Node-Id=…`: the RFC 6455 upgrade, then raw
-//! bytes relayed between binary frames and a TCP connection into the VNet.
+//! `GET /webtunnelv2/{websocketToken}?X-Node-Id=…` (or, on a data pod,
+//! `GET /omni/webtunnel/{websocketToken}`, no node id): the RFC 6455 upgrade,
+//! then raw bytes relayed between binary frames and a TCP connection into the VNet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::Instrument;
 
-use super::Shared;
 use super::faults::HandshakeQuirk;
 use super::http::{Resp, empty, html_page, query_param, tomcat_page};
 use super::relay::{Relay, close_frame};
 use super::sessions::Claimed;
 use super::vnet::Route;
+use super::{Host, Shared};
 
 /// Bounded per-tunnel buffers: tungstenite's 128 KiB read default dominates memory at scale.
 const WS_READ_BUFFER: usize = 64 * 1024;
@@ -36,14 +37,23 @@ const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stalled-after-upgrade quirk connection is held before it is let go.
 const STALL_HOLD: Duration = Duration::from_secs(600);
 
-pub(crate) fn upgrade(shared: &Arc<Shared>, ws_token: &str, req: Request<Incoming>) -> Resp {
+pub(crate) fn upgrade(
+    shared: &Arc<Shared>,
+    host: Host,
+    ws_token: &str,
+    req: Request<Incoming>,
+) -> Resp {
     let ledger = &shared.ledger;
     let Some(key) = websocket_key(req.headers()) else {
         ledger.reject("not_websocket");
         return html_page(StatusCode::BAD_REQUEST);
     };
-    let node_id = query_param(req.uri(), "X-Node-Id").unwrap_or_default();
-    let claimed = match shared.sessions.claim(ws_token, &node_id) {
+    // A pod's tunnel URL has no node id (the pod is the node).
+    let node_id = match host {
+        Host::DataPod => None,
+        _ => Some(query_param(req.uri(), "X-Node-Id").unwrap_or_default()),
+    };
+    let claimed = match shared.sessions.claim(host, ws_token, node_id.as_deref()) {
         Ok(c) => c,
         Err(reason) => {
             ledger.reject(reason);

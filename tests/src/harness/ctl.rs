@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
+use tokio::io::AsyncWriteExt as _;
 use tokio::process::Command;
 
 use crate::harness::net::free_port;
@@ -63,6 +64,24 @@ impl TestEnv {
         let what = format!("bastionctl {}", args.join(" "));
         let output = within(&what, STEP_TIMEOUT, async { Ok(cmd.output().await?) }).await?;
         Ok(output.into())
+    }
+
+    /// Runs `bastionctl connect ARGS` (ssh's ProxyCommand), writes `input`,
+    /// closes its stdin and returns what it printed; fails unless it succeeds.
+    pub async fn connect_stdio(&self, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut full = vec!["connect"];
+        full.extend_from_slice(args);
+        let mut child = self.ctl_command(&full)?.stdin(Stdio::piped()).spawn()?;
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        stdin.write_all(input).await?;
+        drop(stdin);
+        let output = within("bastionctl connect to exit", STEP_TIMEOUT, async {
+            Ok(child.wait_with_output().await?)
+        })
+        .await?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "exit {}: {stderr}", output.status);
+        Ok(output.stdout)
     }
 
     /// Runs `bastionctl ARGS`, failing with its stderr unless it succeeds.
