@@ -389,6 +389,8 @@ impl Emulator {
     /// POST alike), as for a password reset; tokens minted later work.
     pub fn revoke_tokens(&self) {
         self.shared.signer.revoke_minted();
+    }
+
     /// Forgets which targets `/api/connection` assigned to the data pod, as
     /// when the service recycles its pods: the pod refuses them until asked again.
     pub fn recycle_data_pods(&self) {

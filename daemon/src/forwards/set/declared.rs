@@ -94,7 +94,7 @@ impl Forwards {
         for (i, spec) in plan.start.iter().enumerate() {
             let key = format!("`forwards.{}`", spec.name);
             let named = staying.iter().any(|f| f.name == spec.name)
-                || unrestored.iter().any(|u| u.saved.name == spec.name);
+                || unrestored.iter().any(|u| u.name() == spec.name);
             if named {
                 return Err(ForwardError::AlreadyExists(format!(
                     "{key}: a forward added with bastionctl is named {:?} already; rename the \
