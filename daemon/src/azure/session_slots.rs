@@ -123,6 +123,7 @@ mod tests {
             resource_id: String::new(),
             max_sessions: 1,
             max_waiting: Some(1),
+            tenant_id: None,
         };
         let slots = Arc::new(SessionSlots::new(&settings));
         let deadline = Instant::now() + Duration::from_secs(5);
