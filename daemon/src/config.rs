@@ -1,5 +1,7 @@
-//! The settings file (`config.toml`). Unknown keys and bad values are errors
-//! that name the file, the line and the key; a missing file means defaults.
+//! One concept: the settings file (`config.toml`), its shape and its checks.
+//! Unknown keys and bad values are errors that name the file, the line and
+//! the key; a missing file means defaults. (`[tunnel]` and `[forwards]` have
+//! files of their own under `config/`.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -174,14 +174,15 @@ async fn forwards_are_added_listed_persisted_and_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_bastions_adding_is_a_precondition_error() {
+async fn without_bastions_adding_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
     let mut client = bastion_proto::client::connect(&dir.path().join("bastiond.sock"))
         .await
         .unwrap();
     let error = client.add_forward(add(free_port(), "")).await.unwrap_err();
-    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+    // No bastion to go through is "not found" (bastionctl's exit 4, issue 21).
+    assert_eq!(error.code(), tonic::Code::NotFound);
     assert!(error.message().contains("[bastions]"), "{error:?}");
     drop(client);
     daemon.stop().await;
