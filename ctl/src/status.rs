@@ -71,6 +71,8 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "active_connections": status.active_connections,
         "live_sessions": status.live_sessions,
         "setup_retries": status.setup_retries,
+        "resumes_seen": status.resumes_seen,
+        "network_changes_seen": status.network_changes_seen,
         "config_file": status.config_file,
         "state_file": status.state_file,
         "socket": socket,

@@ -36,3 +36,4 @@ pub mod paths;
 pub mod relay;
 pub mod secret;
 pub mod shared;
+pub mod wake;

@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::bastion::proxy::Proxies;
+use crate::bastion::tcp::TcpLiveness;
 use crate::error::AzureError;
 
 /// TLS handshake (usually a resumption, one round trip).
@@ -27,6 +28,10 @@ pub enum Failure {
     /// The connection ended before any byte of an answer: a server that closed
     /// the connection while it sat idle. The request may go again on a new one.
     Unanswered(AzureError),
+    /// No byte of an answer within the bound for a warm connection: its
+    /// path went silent, and so, likely, did that of every connection opened
+    /// before it. The request may go again on a new one.
+    Silent(AzureError),
     /// Anything else: the answer (or its absence after a partial one) stands.
     Answered(AzureError),
 }
@@ -34,16 +39,19 @@ pub enum Failure {
 impl Failure {
     pub fn into_error(self) -> AzureError {
         match self {
-            Failure::Unanswered(e) | Failure::Answered(e) => e,
+            Failure::Unanswered(e) | Failure::Silent(e) | Failure::Answered(e) => e,
         }
     }
 }
 
-/// A new TCP + TLS connection to `host` ("name" or "name:port").
+/// A new TCP + TLS connection to `host` ("name" or "name:port"), whose
+/// kernel gives up on a silent path after `liveness` (direct or through the
+/// proxy alike: the proxy is the peer our TCP hears from).
 pub async fn connect(
     proxies: &Proxies,
     tls: Arc<rustls::ClientConfig>,
     host: &str,
+    liveness: Option<TcpLiveness>,
 ) -> Result<TlsConn, AzureError> {
     let fail = |message: String| AzureError::Unreachable {
         what: "cannot reach the Bastion",
@@ -51,6 +59,11 @@ pub async fn connect(
     };
     let (name, port) = split_host_port(host);
     let tcp = proxies.connect(name, port).await?;
+    if let Some(liveness) = liveness {
+        liveness
+            .apply(&tcp)
+            .map_err(|e| fail(format!("cannot set TCP keepalive options: {e}")))?;
+    }
     let server_name = ServerName::try_from(name.to_string())
         .map_err(|_| fail(format!("{name:?} is not a valid TLS server name")))?;
     timeout(

@@ -96,6 +96,33 @@ impl Connector {
         &self.settings
     }
 
+    /// What a tunnel's keepalive watches to be checked at once.
+    pub fn tunnel_checks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sessions.tunnel_checks()
+    }
+
+    /// After a resume or a network change, when every connection opened
+    /// before may lead nowhere: closes the warm connections to Bastions
+    /// (their keepers dial new ones), has every live tunnel pinged, and
+    /// returns a connector like this one on a new pooled HTTPS client (ARM,
+    /// DELETEs), with how many warm connections were closed.
+    pub fn after_network_change(&self) -> Result<(Connector, usize)> {
+        let dropped = self.channels.spares.drop_warm(None);
+        self.sessions.check_tunnels();
+        let connector = Connector {
+            settings: self.settings.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
+            bastions: self.bastions.clone(),
+            sessions: self.sessions.clone(),
+            channels: Channels {
+                http: http::client(&self.tls)?,
+                spares: self.channels.spares.clone(),
+            },
+        };
+        Ok((connector, dropped))
+    }
+
     /// The pooled HTTPS client, for ARM reads of callers above (discover).
     pub fn http(&self) -> &reqwest::Client {
         &self.channels.http
