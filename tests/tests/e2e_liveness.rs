@@ -62,7 +62,7 @@ async fn uploads_to_a_target_that_stops_reading_complete() -> Result {
     let env = TestEnv::start().await?;
     add_settings(&env, KEEPALIVE)?;
     let _daemon = Daemon::start(&env).await?;
-    for (seed, size) in [1 * MIB, 4 * MIB, 16 * MIB].into_iter().enumerate() {
+    for (seed, size) in [MIB, 4 * MIB, 16 * MIB].into_iter().enumerate() {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         env.emulator
             .map_target(SLOW_TARGET, SLOW_PORT, listener.local_addr()?);
@@ -92,6 +92,25 @@ async fn uploads_to_a_target_that_stops_reading_complete() -> Result {
         env.ctl_ok(&["forward", "remove", name.as_str()]).await?;
     }
     Ok(())
+}
+
+/// Runs `test` in a network namespace of its own (see `harness::silence`).
+fn in_private_network(test: impl std::future::Future<Output = Result>) -> Result {
+    enter_private_network()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(test)
+}
+
+/// The port of the emulator's one endpoint (Entra, ARM and the Bastion).
+fn emulator_port(env: &TestEnv) -> anyhow::Result<u16> {
+    env.emulator
+        .info()
+        .endpoint
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no port in the emulator's endpoint"))
 }
 
 /// Writes 100 bytes every 200 ms to `addr` (an echo) and reads the echo,
@@ -133,11 +152,7 @@ async fn write_until_cut(
 /// Needs root: it runs in a network namespace of its own.
 #[test]
 fn a_silent_path_ends_its_tunnels_and_new_connections_go_through() -> Result {
-    enter_private_network()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(silent_path())
+    in_private_network(silent_path())
 }
 
 async fn silent_path() -> Result {
@@ -147,13 +162,7 @@ async fn silent_path() -> Result {
     let port = env.add_forward(ECHO, &["--name", "laptop"]).await?;
     // Warm connections and pooled ones exist, as on a laptop in use.
     echo_roundtrip(local(port), b"warm up").await?;
-    let emulator_port: u16 = env
-        .emulator
-        .info()
-        .endpoint
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no port in the emulator's endpoint"))?;
+    let emulator_port = emulator_port(&env)?;
 
     let (ready, echoing) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn(write_until_cut(local(port), ready));
@@ -209,11 +218,7 @@ const ASLEEP: &str = "+2h";
 /// Needs root: it runs in a network namespace of its own.
 #[test]
 fn after_a_resume_connections_do_not_wait_on_stale_ones() -> Result {
-    enter_private_network()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(resume())
+    in_private_network(resume())
 }
 
 async fn resume() -> Result {
@@ -242,13 +247,7 @@ async fn resume() -> Result {
     let tokens_before = env.emulator.ledger();
 
     // The lid closes: every connection goes silent, the wall clock jumps.
-    let emulator_port: u16 = env
-        .emulator
-        .info()
-        .endpoint
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no port in the emulator's endpoint"))?;
+    let emulator_port = emulator_port(&env)?;
     let silence = Silence::existing(emulator_port).await?;
     std::fs::write(&clock, ASLEEP)?;
     within("the daemon to notice the resume", STEP_TIMEOUT, async {
