@@ -3,6 +3,7 @@
 //! Also the leaf type that says whether a request on a connection that sat
 //! idle was answered at all ([`Failure`]).
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::bastion::proxy::Proxies;
-use crate::bastion::tcp::TcpLiveness;
+use crate::bastion::tcp::{OverTcp, TcpLiveness};
 use crate::error::AzureError;
 
 /// TLS handshake (usually a resumption, one round trip).
@@ -21,6 +22,12 @@ const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS connection to a Bastion host.
 pub type TlsConn = TlsStream<TcpStream>;
+
+impl OverTcp for TlsConn {
+    fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.get_ref().0.as_fd())
+    }
+}
 
 /// How a request on a connection failed.
 #[derive(Debug)]

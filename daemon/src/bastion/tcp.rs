@@ -12,7 +12,6 @@ use std::time::Duration;
 use nix::libc;
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::bastion::dial::TlsConn;
 use crate::config::TunnelSettings;
 
 /// Keepalive probes sent before the kernel gives up on an idle connection;
@@ -113,12 +112,6 @@ pub fn acks(socket: BorrowedFd<'_>) -> Option<Acks> {
 pub trait OverTcp {
     /// The TCP socket underneath, if there is one.
     fn tcp(&self) -> Option<BorrowedFd<'_>>;
-}
-
-impl OverTcp for TlsConn {
-    fn tcp(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.get_ref().0.as_fd())
-    }
 }
 
 #[cfg(test)]
