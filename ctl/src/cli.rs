@@ -14,6 +14,7 @@ const EXAMPLES: &str = "Examples:
   bastionctl forward add 10.1.0.4:22 2222 --name dev-ssh   # then: ssh -p 2222 me@127.0.0.1
   bastionctl forward add myvm:22 2223                       # a VM by name (looked up through ARM)
   bastionctl forward list
+  bastionctl socks add 1080        # then: ssh -o 'ProxyCommand nc -X 5 -x 127.0.0.1:1080 %h %p' myvm
   bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
   bastionctl service install                                  # run bastiond under systemd --user";
 
@@ -42,6 +43,11 @@ pub enum Command {
     Forward {
         #[command(subcommand)]
         command: ForwardCommand,
+    },
+    /// SOCKS5 listeners: one local port to every VM the bastion reaches.
+    Socks {
+        #[command(subcommand)]
+        command: SocksCommand,
     },
     /// The daemon's health: credential, token, bastions, forwards.
     Status {
@@ -179,6 +185,40 @@ pub struct AddArgs {
     /// Resource group to look a VM-name target up in [default: the bastion's whole subscription].
     #[arg(long, value_name = "RG")]
     pub resource_group: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SocksCommand {
+    /// Listen for SOCKS5 clients (CONNECT, no authentication) on LOCAL_PORT:
+    /// each names its target (an IP, or a VM name); kept across restarts,
+    /// listed with forwards, removed with `forward remove`.
+    Add(SocksAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocksAddArgs {
+    /// Local port to listen on (1-65535).
+    #[arg(value_parser = parse_local_port)]
+    pub local_port: u16,
+    /// Name of the listener [default: socks5-LOCAL_PORT].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+    /// Resource group to look VM names up in [default: the bastion's whole subscription].
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
+    /// Local address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Serve every local user's connections, not only yours (required with
+    /// a --bind address beyond loopback, whose peers cannot be checked).
+    #[arg(long)]
+    pub allow_other_users: bool,
+    /// Print the new listener as a JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

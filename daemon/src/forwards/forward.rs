@@ -1,8 +1,10 @@
 //! One forward: a local listener whose every accepted connection becomes a
-//! Bastion tunnel to the forward's target. Holds the forward's state and
-//! counters. A listener that cannot be bound (port taken after a restart) is
+//! Bastion tunnel to the forward's target, or, for a SOCKS5 listener, to the
+//! target its client names ([`socks`](crate::forwards::socks)). Holds the
+//! forward's state and counters. A listener that cannot be bound (port taken after a restart) is
 //! retried every [`BIND_RETRY_INTERVAL`] while the forward shows `error`.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tracing::Instrument;
 use crate::bastion::setup::Counter;
 use crate::error::AzureError;
 use crate::forwards::peer_owner::OwnerGate;
+use crate::forwards::socks::{self, SOCKS5_TARGET};
 use crate::forwards::store::SavedForward;
 use crate::relay::client_socket::{close_gracefully, tune_socket};
 use crate::relay::connection::{self, ConnectionError, Route};
@@ -37,13 +40,46 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Where a forward's connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Always this target.
+    Fixed(Target),
+    /// Where each client asks through SOCKS5; VM names are looked up in
+    /// `resource_group` when there is one.
+    Socks5 { resource_group: Option<String> },
+}
+
+impl Destination {
+    /// As `forward list` shows it: the target with host "socks5" and port 0
+    /// for a SOCKS5 listener.
+    pub fn to_proto(&self) -> proto::Target {
+        match self {
+            Destination::Fixed(target) => target_proto(target),
+            Destination::Socks5 { .. } => proto::Target {
+                host: SOCKS5_TARGET.into(),
+                port: 0,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Fixed(target) => target.fmt(f),
+            Destination::Socks5 { .. } => f.write_str(SOCKS5_TARGET),
+        }
+    }
+}
+
 /// The validated, persistent description of a forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardSpec {
     pub id: String,
     pub name: String,
     pub bastion: String,
-    pub target: Target,
+    pub target: Destination,
     pub local: SocketAddr,
     pub created_at_ms: i64,
     /// Serve every local user, not only the daemon's own.
@@ -61,11 +97,21 @@ impl ForwardSpec {
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
             allow_other_users: self.allow_other_users,
+            resource_group: match &self.target {
+                Destination::Socks5 { resource_group } => resource_group.clone(),
+                Destination::Fixed(_) => None,
+            },
         }
     }
 
     pub fn from_saved(saved: &SavedForward) -> Result<ForwardSpec, String> {
-        let target = Target::parse(&saved.target).map_err(|e| e.to_string())?;
+        let target = if saved.target == SOCKS5_TARGET {
+            Destination::Socks5 {
+                resource_group: saved.resource_group.clone(),
+            }
+        } else {
+            Destination::Fixed(Target::parse(&saved.target).map_err(|e| e.to_string())?)
+        };
         let ip = saved
             .bind_address
             .parse()
@@ -170,7 +216,7 @@ impl Forward {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             bastion: self.spec.bastion.clone(),
-            target: Some(target_proto(&self.spec.target)),
+            target: Some(self.spec.target.to_proto()),
             bind_address: self.spec.local.ip().to_string(),
             local_port: u32::from(self.spec.local.port()),
             state: status.state.into(),
@@ -184,6 +230,7 @@ impl Forward {
             setup_retries: self.setup_retries.get(),
             refused_connections: self.owners.refused(),
             allow_other_users: self.spec.allow_other_users,
+            socks5: matches!(self.spec.target, Destination::Socks5 { .. }),
         }
     }
 
@@ -276,15 +323,33 @@ impl Forward {
 
     async fn serve(self: Arc<Self>, mut socket: TcpStream, peer: SocketAddr, id: u64) {
         // Owner-only: another local user's connection gets no tunnel (it
-        // would run on this user's Azure identity); dropped here, unserved.
-        if !self.spec.allow_other_users {
-            let admitted = socket
+        // would run on this user's Azure identity); dropped here, unserved
+        // (a SOCKS5 client is told so, after its handshake).
+        let admitted = self.spec.allow_other_users
+            || socket
                 .local_addr()
                 .is_ok_and(|local| self.owners.admit(local, peer));
-            if !admitted {
-                return;
+        let target = match &self.spec.target {
+            Destination::Fixed(target) if admitted => Cow::Borrowed(target),
+            Destination::Fixed(_) => return,
+            Destination::Socks5 { resource_group } => {
+                let request = socks::request(
+                    &mut socket,
+                    &self.shared,
+                    &self.spec.bastion,
+                    resource_group.as_deref(),
+                    admitted,
+                );
+                let requested = tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    requested = request => requested,
+                };
+                match requested {
+                    Some(target) => Cow::Owned(target),
+                    None => return,
+                }
             }
-        }
+        };
         if let Err(e) = tune_socket(&socket) {
             tracing::debug!(error = %e, "cannot tune the client socket");
         }
@@ -295,13 +360,13 @@ impl Forward {
             forward_name: self.spec.name.clone(),
             connection_id: id,
             peer: peer.to_string(),
-            target: Some(target_proto(&self.spec.target)),
+            target: Some(target_proto(&target)),
             active_connections: active,
             ..Default::default()
         };
         self.shared.events.connection_opened(event(active));
         let traffic = Traffic::default();
-        let error = self.tunnel(&mut socket, &traffic).await.err();
+        let error = self.tunnel(&mut socket, &target, &traffic).await.err();
         let active = self.active.fetch_sub(1, Ordering::Relaxed) - 1;
         self.shared
             .events
@@ -317,8 +382,10 @@ impl Forward {
     async fn tunnel(
         &self,
         socket: &mut TcpStream,
+        target: &Target,
         traffic: &Traffic,
     ) -> Result<(), ConnectionError> {
+        let is_socks = matches!(self.spec.target, Destination::Socks5 { .. });
         let connector = self.shared.connector();
         let mut setup = connector.setup(vec![
             self.setup_retries.clone(),
@@ -327,7 +394,7 @@ impl Forward {
         let route = Route {
             connector: &connector,
             bastion: &self.spec.bastion,
-            target: &self.spec.target,
+            target,
         };
         let opened = tokio::select! {
             () = self.cancel.cancelled() => return Ok(()),
@@ -337,13 +404,20 @@ impl Forward {
             Ok(tunnel) => tunnel,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
+                let reply = is_socks.then(|| socks::open_reply(&e));
                 let e = ConnectionError::from(e);
-                self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
-                close_gracefully(socket).await;
+                self.set_status(self.state(), Some(last_error(target, &e)));
+                match reply {
+                    Some(reply) => socks::refuse(socket, reply).await,
+                    None => close_gracefully(socket).await,
+                }
                 return Err(e);
             }
         };
         tracing::debug!("tunnel open");
+        if is_socks {
+            socks::grant(socket).await?;
+        }
         let (reader, writer) = socket.split();
         let meters = [traffic, &self.traffic];
         let result = connection::carry(
@@ -368,7 +442,7 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                self.set_status(self.state(), Some(last_error(&self.spec.target, e)));
+                self.set_status(self.state(), Some(last_error(target, e)));
             }
         }
         result

@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
-use crate::forwards::forward::{self, Forward, ForwardSpec};
-use crate::forwards::name::{default_name, new_id, unique_name, validate_name};
+use crate::forwards::forward::{self, Destination, Forward, ForwardSpec};
+use crate::forwards::name::{default_name, default_socks_name, new_id, unique_name, validate_name};
 use crate::forwards::store::{SavedForward, Store};
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
@@ -117,11 +117,7 @@ impl Forwards {
         &self,
         request: proto::AddForwardRequest,
     ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<SavedForward>), ForwardError> {
-        let target = request
-            .target
-            .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
-        let target = Target::from_parts(&target.host, target.port)
-            .map_err(|e| ForwardError::InvalidArgument(e.to_string()))?;
+        let target = destination(&request)?;
         let port = u16::try_from(request.local_port)
             .ok()
             .filter(|p| *p != 0)
@@ -191,9 +187,11 @@ impl Forwards {
             }
         })?;
         let name = if name.is_empty() {
-            unique_name(&default_name(&target), |n| {
-                list.iter().any(|f| f.spec.name == n)
-            })
+            let base = match &target {
+                Destination::Fixed(target) => default_name(target),
+                Destination::Socks5 { .. } => default_socks_name(port),
+            };
+            unique_name(&base, |n| list.iter().any(|f| f.spec.name == n))
         } else {
             name.to_string()
         };
@@ -348,6 +346,29 @@ impl Forwards {
     fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Forward>>> {
         self.list.lock()
     }
+}
+
+/// Where the requested forward's connections go: its target, or each
+/// client's choice for a SOCKS5 listener.
+fn destination(request: &proto::AddForwardRequest) -> Result<Destination, ForwardError> {
+    if request.socks5 {
+        if request.target.is_some() {
+            return Err(ForwardError::InvalidArgument(
+                "a SOCKS5 listener takes no target: its clients name theirs".into(),
+            ));
+        }
+        let resource_group = Some(request.resource_group.trim())
+            .filter(|rg| !rg.is_empty())
+            .map(str::to_string);
+        return Ok(Destination::Socks5 { resource_group });
+    }
+    let target = request
+        .target
+        .as_ref()
+        .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
+    Target::from_parts(&target.host, target.port)
+        .map(Destination::Fixed)
+        .map_err(|e| ForwardError::InvalidArgument(e.to_string()))
 }
 
 fn find(list: &[Arc<Forward>], selector: &str) -> Result<usize, ForwardError> {

@@ -21,7 +21,9 @@ pub struct SavedForward {
     pub id: String,
     pub name: String,
     pub bastion: String,
-    /// As users type it: "10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…:22".
+    /// As users type it: "10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…:22";
+    /// "socks5" for a SOCKS5 listener (no port: an older daemon keeps such
+    /// an entry unstarted instead of misreading it).
     pub target: String,
     pub bind_address: String,
     pub local_port: u16,
@@ -30,6 +32,9 @@ pub struct SavedForward {
     /// still read the file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_other_users: bool,
+    /// A SOCKS5 listener's resource group for VM names; left out when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +155,7 @@ mod tests {
             local_port: 2222,
             created_at_ms: 1,
             allow_other_users: false,
+            resource_group: None,
         }
     }
 

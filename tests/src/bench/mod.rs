@@ -11,6 +11,7 @@
 //! - [`pattern`]: the bytes moved and their checks
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
+//! - [`socks`]: a SOCKS5 listener's setup against a forward's, LAN and WAN
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
 //! - [`suite`]: one run, measurement by measurement
 //! - [`log`]: where everything but the table goes
@@ -31,6 +32,7 @@ pub mod pattern;
 pub mod proxycommand;
 pub mod report;
 pub mod resources;
+pub mod socks;
 pub mod stats;
 pub mod suite;
 pub mod targets;
