@@ -175,13 +175,13 @@ async fn curl_socks5_hostname_reaches_vms_by_name_and_by_ip() -> Result {
     // curl sends both as domain names (socks5h): the IP one is read as an IP.
     for url in ["http://web01/", "http://10.1.0.4/"] {
         let output = within("curl to finish", STEP_TIMEOUT, async {
-            Ok(Command::new("curl")
+            Command::new("curl")
                 .args(["--silent", "--show-error", "--max-time", "20"])
                 .args(["--socks5-hostname", &proxy, url])
                 .stdin(Stdio::null())
                 .output()
                 .await
-                .context("cannot run curl")?)
+                .context("cannot run curl")
         })
         .await?;
         ensure!(
