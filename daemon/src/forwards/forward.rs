@@ -21,14 +21,15 @@ use tracing::Instrument;
 
 use crate::bastion::setup::Counter;
 use crate::error::AzureError;
+pub use crate::forwards::destination::{Destination, target_proto};
 use crate::forwards::peer_owner::OwnerGate;
-use crate::forwards::socks::{self, SOCKS5_TARGET};
+use crate::forwards::socks;
 use crate::forwards::store::SavedForward;
 use crate::relay::client_socket::{close_gracefully, tune_socket};
 use crate::relay::connection::{self, ConnectionError, Route};
 use crate::relay::pump::{PumpError, Traffic};
 use crate::shared::Shared;
-use bastion_proto::target::{Target, TargetHost};
+use bastion_proto::target::Target;
 use bastion_proto::time::now_ms;
 
 /// How often a forward whose port was taken tries to bind again.
@@ -39,39 +40,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long removing a forward waits for its listener to be closed, so the
 /// port is free when the RPC answers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Where a forward's connections go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// Always this target.
-    Fixed(Target),
-    /// Where each client asks through SOCKS5; VM names are looked up in
-    /// `resource_group` when there is one.
-    Socks5 { resource_group: Option<String> },
-}
-
-impl Destination {
-    /// As `forward list` shows it: the target with host "socks5" and port 0
-    /// for a SOCKS5 listener.
-    pub fn to_proto(&self) -> proto::Target {
-        match self {
-            Destination::Fixed(target) => target_proto(target),
-            Destination::Socks5 { .. } => proto::Target {
-                host: SOCKS5_TARGET.into(),
-                port: 0,
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for Destination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Destination::Fixed(target) => target.fmt(f),
-            Destination::Socks5 { .. } => f.write_str(SOCKS5_TARGET),
-        }
-    }
-}
 
 /// The validated, persistent description of a forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,25 +61,16 @@ impl ForwardSpec {
             name: self.name.clone(),
             bastion: self.bastion.clone(),
             target: self.target.to_string(),
+            resource_group: self.target.resource_group().map(str::to_string),
             bind_address: self.local.ip().to_string(),
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
             allow_other_users: self.allow_other_users,
-            resource_group: match &self.target {
-                Destination::Socks5 { resource_group } => resource_group.clone(),
-                Destination::Fixed(_) => None,
-            },
         }
     }
 
     pub fn from_saved(saved: &SavedForward) -> Result<ForwardSpec, String> {
-        let target = if saved.target == SOCKS5_TARGET {
-            Destination::Socks5 {
-                resource_group: saved.resource_group.clone(),
-            }
-        } else {
-            Destination::Fixed(Target::parse(&saved.target).map_err(|e| e.to_string())?)
-        };
+        let target = Destination::from_saved(&saved.target, saved.resource_group.as_deref())?;
         let ip = saved
             .bind_address
             .parse()
@@ -459,17 +418,6 @@ fn last_error(target: &Target, error: &ConnectionError) -> String {
     match target.ip_port_caveat().filter(|_| refused) {
         Some(caveat) => format!("{error} (the port is the likely cause: {caveat})"),
         None => error.to_string(),
-    }
-}
-
-/// The proto form of a target.
-pub fn target_proto(target: &Target) -> proto::Target {
-    proto::Target {
-        host: match &target.host {
-            TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) | TargetHost::Name(id) => id.clone(),
-        },
-        port: u32::from(target.port),
     }
 }
 

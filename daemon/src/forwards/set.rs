@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
-use crate::forwards::forward::{self, Destination, Forward, ForwardSpec};
+use crate::forwards::destination::Destination;
+use crate::forwards::forward::{self, Forward, ForwardSpec};
 use crate::forwards::name::{default_name, default_socks_name, new_id, unique_name, validate_name};
 use crate::forwards::store::{SavedForward, Store};
 use crate::forwards::unrestored::Unrestored;
