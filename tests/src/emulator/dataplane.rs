@@ -195,28 +195,40 @@ fn resolve_target(
             by_ip: true,
         });
     }
-    if is(namespace, "Microsoft.Compute") && is(kind, "virtualMachines") {
-        let ip = super::vms::find(rg, name)
-            .filter(|_| is(sub, super::DEFAULT_SUBSCRIPTION))
-            .map(|vm| IpAddr::V4(vm.private_ip))
-            .ok_or_else(|| {
-                refuse(
-                    StatusCode::NOT_FOUND,
-                    "unknown_vm",
-                    format!("Virtual machine {name} was not found."),
-                )
-            })?;
-        let bastion = bastions
-            .into_iter()
-            .find(|b| is(&b.subscription, sub))
-            .ok_or_else(|| invalid("bad_resource_id"))?;
-        return Ok(Target {
-            bastion,
-            ip,
-            by_ip: false,
-        });
-    }
-    Err(invalid("bad_resource_id"))
+    // A resource by its ARM id: the bastion of its subscription reaches its private IP.
+    let not_found = |reason, what: &str| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            reason,
+            format!("{what} {name} was not found."),
+        )
+    };
+    let in_sub = is(sub, super::DEFAULT_SUBSCRIPTION);
+    let ip = if is(namespace, "Microsoft.Compute") && is(kind, "virtualMachines") {
+        super::vms::find(rg, name)
+            .filter(|_| in_sub)
+            .map(|vm| vm.private_ip)
+            .ok_or_else(|| not_found("unknown_vm", "Virtual machine"))?
+    } else if is(namespace, "Microsoft.ContainerService") && is(kind, "managedClusters") {
+        // The API server's private endpoint.
+        shared
+            .clusters
+            .find(rg, name)
+            .filter(|_| in_sub)
+            .map(|c| c.spec.private_ip)
+            .ok_or_else(|| not_found("unknown_cluster", "Managed cluster"))?
+    } else {
+        return Err(invalid("bad_resource_id"));
+    };
+    let bastion = bastions
+        .into_iter()
+        .find(|b| is(&b.subscription, sub))
+        .ok_or_else(|| invalid("bad_resource_id"))?;
+    Ok(Target {
+        bastion,
+        ip: IpAddr::V4(ip),
+        by_ip: false,
+    })
 }
 
 /// SKU and feature flags, as the portal names them.

@@ -86,6 +86,9 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
         (&Method::GET, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
             arm::get(shared, req.uri(), req.headers())
         }
+        (&Method::POST, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
+            arm::post(shared, req.uri(), req.headers())
+        }
         (&Method::POST, ["api", "tokens"]) => dataplane::create_token(shared, req).await,
         (&Method::DELETE, ["api", "tokens", auth_token]) => {
             dataplane::delete_token(shared, auth_token, req.headers())
