@@ -15,10 +15,14 @@
 //! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
+//! - `aks`        : `aks add|list|remove`, private AKS clusters, through `kubeconfig`
+//!   (the YAML merge); both files are replaced through `atomic_write`
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and a
 //! non-zero exit status; the daemon never learns about our exit code.
 
+mod aks;
+mod atomic_write;
 mod bastion;
 mod cli;
 mod connect;
@@ -27,6 +31,7 @@ mod discover;
 mod docs;
 mod doctor;
 mod forward;
+mod kubeconfig;
 mod output;
 mod service;
 mod service_env;
@@ -41,7 +46,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{BastionCommand, Cli, Command, ForwardCommand};
+use crate::cli::{AksCommand, BastionCommand, Cli, Command, ForwardCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -95,6 +100,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => bastion::add(socket, config, &name, &resource_id).await,
             BastionCommand::List { json, config } => bastion::list(socket, config, json).await,
             BastionCommand::Remove { name, config } => bastion::remove(socket, config, &name).await,
+        },
+        Command::Aks { command } => match command {
+            AksCommand::Add(args) => aks::add(socket, args).await,
+            AksCommand::List { json, kubeconfig } => aks::list(socket, kubeconfig, json).await,
+            AksCommand::Remove {
+                cluster,
+                kubeconfig,
+            } => aks::remove(socket, kubeconfig, &cluster).await,
         },
     }
 }

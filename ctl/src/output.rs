@@ -47,6 +47,8 @@ pub struct ForwardJson {
     pub last_error_at_ms: Option<i64>,
     pub refused_connections: u64,
     pub allow_other_users: bool,
+    /// What the target is: "ip", "vm", "vm-name" or "aks" (a managed cluster's API server).
+    pub kind: &'static str,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -68,6 +70,7 @@ impl From<&Forward> for ForwardJson {
             last_error_at_ms: (forward.last_error_at_ms != 0).then_some(forward.last_error_at_ms),
             refused_connections: forward.refused_connections,
             allow_other_users: forward.allow_other_users,
+            kind: target_kind(forward.target.as_ref()),
         }
     }
 }
@@ -79,6 +82,27 @@ pub fn non_empty(text: &str) -> Option<String> {
 
 pub fn target_text(target: Option<&Target>) -> String {
     target.map(ToString::to_string).unwrap_or_default()
+}
+
+/// The target's kind as [`bastion_proto::target::TargetHost::kind`] names it.
+pub fn target_kind(target: Option<&Target>) -> &'static str {
+    target
+        .and_then(|t| bastion_proto::target::Target::from_parts(&t.host, t.port).ok())
+        .map_or("unknown", |t| t.host.kind())
+}
+
+/// A target as the tables show it: an AKS cluster as `aks:RG/NAME:443`
+/// rather than its long resource id.
+pub fn target_cell(target: Option<&Target>) -> String {
+    match target {
+        Some(t) if target_kind(Some(t)) == "aks" => {
+            let parts: Vec<&str> = t.host.split('/').collect();
+            let rg = parts.get(4).copied().unwrap_or_default();
+            let name = parts.last().copied().unwrap_or_default();
+            format!("aks:{rg}/{name}:{}", t.port)
+        }
+        other => target_text(other),
+    }
 }
 
 /// `127.0.0.1:2222`, `[::1]:2222`.
@@ -206,7 +230,7 @@ pub(crate) mod tests {
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
                 "created_at_ms": 1_700_000_000_000_i64, "setup_retries": 2,
                 "last_error_at_ms": null, "refused_connections": 0,
-                "allow_other_users": false,
+                "allow_other_users": false, "kind": "ip",
             })
         );
         let mut failing = forward();
@@ -228,6 +252,24 @@ pub(crate) mod tests {
             port: 22,
         };
         assert_eq!(target_text(Some(&target)), "[fd00::4]:22");
+    }
+
+    #[test]
+    fn aks_targets_are_shown_as_such() {
+        let target = Target {
+            host: "/subscriptions/s/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks1".into(),
+            port: 443,
+        };
+        assert_eq!(target_kind(Some(&target)), "aks");
+        assert_eq!(target_cell(Some(&target)), "aks:rg-aks/aks1:443");
+        let ip = Target {
+            host: "10.1.0.4".into(),
+            port: 22,
+        };
+        assert_eq!(
+            (target_kind(Some(&ip)), target_cell(Some(&ip)).as_str()),
+            ("ip", "10.1.0.4:22")
+        );
     }
 
     #[test]

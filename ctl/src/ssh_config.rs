@@ -62,8 +62,10 @@ mod tests {
     fn args(bastion: Option<&str>) -> SshConfigArgs {
         SshConfigArgs {
             host: "10.1.*".into(),
-            bastion: bastion.map(str::to_owned),
-            resource_group: None,
+            via: crate::cli::Via {
+                bastion: bastion.map(str::to_owned),
+                resource_group: None,
+            },
         }
     }
 
@@ -71,8 +73,10 @@ mod tests {
     fn vm_name_blocks_pass_the_resource_group() {
         let args = SshConfigArgs {
             host: "web db".into(),
-            bastion: None,
-            resource_group: Some("rg-app".into()),
+            via: crate::cli::Via {
+                bastion: None,
+                resource_group: Some("rg-app".into()),
+            },
         };
         let block = host_block(Path::new("/bin/bastionctl"), None, &args);
         assert!(block.contains("Host web db\n"), "{block}");

@@ -1,7 +1,8 @@
 //! Targets behind a Bastion: an IP address in the VNet, a VM by its ARM
-//! resource id, or a VM by its name, plus a port. Parsed from what users type
-//! ("10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22",
-//! "myvm:22").
+//! resource id, a VM by its name, or a managed (AKS) cluster by its ARM
+//! resource id, plus a port. Parsed from what users type ("10.1.0.4:22",
+//! "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22", "myvm:22",
+//! "/subscriptions/…/managedClusters/aks1:443").
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,8 +16,9 @@ pub enum TargetError {
     BadPort(String),
     #[error(
         "target host {0:?} is neither an IP address, a VM resource id \
-         (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>) \
-         nor a VM name (1 to {MAX_VM_NAME_LEN} letters, digits, '-', '_', '.')"
+         (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachines/<name>), \
+         a VM name (1 to {MAX_VM_NAME_LEN} letters, digits, '-', '_', '.') \
+         nor a managed cluster's resource id (…/providers/Microsoft.ContainerService/managedClusters/<name>)"
     )]
     BadHost(String),
 }
@@ -30,6 +32,21 @@ pub enum TargetHost {
     Vm(String),
     /// A VM's name, looked up through ARM in the bastion's subscription (case-insensitive).
     Name(String),
+    /// A managed (AKS) cluster's ARM resource id: the Bastion reaches its API server.
+    Cluster(String),
+}
+
+impl TargetHost {
+    /// What kind of target this is, as `forward list` shows it: "ip", "vm",
+    /// "vm-name" or "aks".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetHost::Ip(_) => "ip",
+            TargetHost::Vm(_) => "vm",
+            TargetHost::Name(_) => "vm-name",
+            TargetHost::Cluster(_) => "aks",
+        }
+    }
 }
 
 /// Longest Azure VM name (Linux VMs allow 64; Windows fewer, still within it).
@@ -47,7 +64,7 @@ impl fmt::Display for TargetHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetHost::Ip(ip) => ip.fmt(f),
-            TargetHost::Vm(id) | TargetHost::Name(id) => f.write_str(id),
+            TargetHost::Vm(id) | TargetHost::Name(id) | TargetHost::Cluster(id) => f.write_str(id),
         }
     }
 }
@@ -146,8 +163,11 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(TargetHost::Ip(ip));
     }
-    if is_vm_resource_id(s) {
+    if is_resource_id(s, "Microsoft.Compute", "virtualMachines") {
         return Ok(TargetHost::Vm(s.to_string()));
+    }
+    if is_resource_id(s, "Microsoft.ContainerService", "managedClusters") {
+        return Ok(TargetHost::Cluster(s.to_string()));
     }
     // Not an address: a dotted all-digit host is a mistyped IP, not a name.
     let looks_numeric = s.chars().all(|c| c.is_ascii_digit() || c == '.');
@@ -157,8 +177,8 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     Err(TargetError::BadHost(s.to_string()))
 }
 
-/// `/subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/NAME`
-fn is_vm_resource_id(s: &str) -> bool {
+/// `/subscriptions/S/resourceGroups/RG/providers/NAMESPACE/KIND/NAME`
+fn is_resource_id(s: &str, namespace: &str, kind: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     let expected = [
         Some(""),
@@ -167,8 +187,8 @@ fn is_vm_resource_id(s: &str) -> bool {
         Some("resourceGroups"),
         None,
         Some("providers"),
-        Some("Microsoft.Compute"),
-        Some("virtualMachines"),
+        Some(namespace),
+        Some(kind),
         None,
     ];
     parts.len() == expected.len()
@@ -252,6 +272,20 @@ mod tests {
         let text = caveat("10.1.0.4:5432").unwrap();
         assert!(text.contains("SSH (22) and RDP (3389) only"), "{text}");
         assert!(text.contains("VMNAME:5432"), "{text}");
+    }
+
+    #[test]
+    fn parses_managed_clusters() {
+        let id = "/subscriptions/0000/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks1";
+        let t = Target::parse(&format!("{id}:443")).unwrap();
+        assert_eq!(t.host, TargetHost::Cluster(id.into()));
+        assert_eq!(t.host.kind(), "aks");
+        assert_eq!(Target::from_parts(id, 443).unwrap(), t);
+        assert_eq!(Target::parse(&t.to_string()).unwrap(), t);
+        assert_eq!(
+            Target::parse(&format!("{VM}:22")).unwrap().host.kind(),
+            "vm"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Azure's control plane: Entra ID tokens and Azure Resource Manager (what a
-//! bastion is, which VMs a subscription has), over the pooled HTTPS client.
+//! bastion is, which VMs a subscription has, managed clusters and their
+//! kubeconfigs), over the pooled HTTPS client.
 //! Uses only the leaves (`config`, `error`, `secret`); knows nothing of
 //! tunnels, forwards or the control socket.
 
@@ -10,4 +11,5 @@ pub mod bastion_host;
 pub mod claims;
 pub mod dev_tools;
 pub mod http;
+pub mod managed_cluster;
 pub mod vm_lookup;
