@@ -14,14 +14,12 @@ use bastion_proto::v1::{
     AddForwardRequest, ClusterCredentialsRequest, ClusterCredentialsResponse, Forward,
     RemoveForwardRequest,
 };
-use serde::Serialize;
 use serde_norway::{Mapping, Value};
 
 use crate::cli::AksAddArgs;
 use crate::daemon::{self, Client, rpc_error};
-use crate::forward::print_json;
 use crate::kubeconfig::{self, Kubeconfig, Mark, Section};
-use crate::output::{self, out, outln};
+use crate::output::{self, outln};
 
 /// Where AKS API servers listen, behind their private endpoints.
 const API_SERVER_PORT: u16 = 443;
@@ -243,7 +241,7 @@ async fn add_forward(
 }
 
 /// The managed cluster a forward goes to, if it goes to one.
-fn cluster_id(forward: &Forward) -> Option<String> {
+pub fn cluster_id(forward: &Forward) -> Option<String> {
     let target = forward.target.as_ref()?;
     match Target::from_parts(&target.host, target.port).ok()?.host {
         TargetHost::Cluster(id) => Some(id),
@@ -252,7 +250,7 @@ fn cluster_id(forward: &Forward) -> Option<String> {
 }
 
 /// `(resource group, name)` of a managed cluster's resource id.
-fn cluster_parts(id: &str) -> (&str, &str) {
+pub fn cluster_parts(id: &str) -> (&str, &str) {
     let parts: Vec<&str> = id.split('/').collect();
     (
         parts.get(4).copied().unwrap_or_default(),
@@ -271,93 +269,6 @@ fn on_path(command: &str) -> bool {
     }
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(command))))
-}
-
-/// An AKS forward as `aks list --json` prints it. Only ever add fields.
-#[derive(Debug, Serialize)]
-struct AksJson {
-    name: String,
-    cluster: String,
-    resource_group: String,
-    resource_id: String,
-    bastion: String,
-    local: String,
-    state: &'static str,
-    /// The contexts `aks add` wrote for it in `kubeconfig`.
-    contexts: Vec<String>,
-    kubeconfig: String,
-}
-
-pub async fn list(
-    socket: Option<PathBuf>,
-    path: Option<PathBuf>,
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut client = daemon::connect_checked(socket).await?;
-    let path = match path {
-        Some(path) => path,
-        None => kubeconfig::default_path()?,
-    };
-    let kube = Kubeconfig::open(&path)?;
-    let rows: Vec<AksJson> = daemon::forwards(&mut client)
-        .await?
-        .iter()
-        .filter_map(|f| {
-            let id = cluster_id(f)?;
-            let (rg, name) = cluster_parts(&id);
-            Some(AksJson {
-                name: f.name.clone(),
-                cluster: name.to_owned(),
-                resource_group: rg.to_owned(),
-                bastion: f.bastion.clone(),
-                local: output::local_text(&f.bind_address, f.local_port),
-                state: output::state_name(f.state),
-                contexts: kube.contexts_of(&f.name),
-                kubeconfig: path.display().to_string(),
-                resource_id: id,
-            })
-        })
-        .collect();
-    if json {
-        return print_json(&rows);
-    }
-    if rows.is_empty() {
-        return outln!("No AKS forwards. Add one with `bastionctl aks add CLUSTER`.");
-    }
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let contexts = if r.contexts.is_empty() {
-                "-".to_owned()
-            } else {
-                r.contexts.join(",")
-            };
-            vec![
-                r.name.clone(),
-                r.cluster.clone(),
-                r.resource_group.clone(),
-                r.local.clone(),
-                r.bastion.clone(),
-                r.state.to_owned(),
-                contexts,
-            ]
-        })
-        .collect();
-    out!(
-        "{}",
-        output::table(
-            &[
-                "NAME",
-                "CLUSTER",
-                "RESOURCE GROUP",
-                "LOCAL",
-                "BASTION",
-                "STATE",
-                "CONTEXT"
-            ],
-            &table
-        )
-    )
 }
 
 pub async fn remove(

@@ -15,13 +15,14 @@
 //! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
-//! - `aks`        : `aks add|list|remove`, private AKS clusters, through `kubeconfig`
+//! - `aks`        : `aks add|remove` (`aks_list`: `aks list`), private AKS clusters, through `kubeconfig`
 //!   (the YAML merge); both files are replaced through `atomic_write`
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and a
 //! non-zero exit status; the daemon never learns about our exit code.
 
 mod aks;
+mod aks_list;
 mod atomic_write;
 mod bastion;
 mod cli;
@@ -103,7 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Aks { command } => match command {
             AksCommand::Add(args) => aks::add(socket, args).await,
-            AksCommand::List { json, kubeconfig } => aks::list(socket, kubeconfig, json).await,
+            AksCommand::List { json, kubeconfig } => aks_list::list(socket, kubeconfig, json).await,
             AksCommand::Remove {
                 cluster,
                 kubeconfig,
