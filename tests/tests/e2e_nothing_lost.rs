@@ -24,13 +24,6 @@ const ECHO: &str = "10.1.0.4:7";
 const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 20));
 const MIB: usize = 1024 * 1024;
 
-async fn wait_no_live_sessions(env: &TestEnv) -> Result {
-    env.emulator
-        .wait_for("no live sessions", |l| l.live_sessions == 0, STEP_TIMEOUT)
-        .await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn the_targets_last_bytes_reach_a_client_that_keeps_typing() -> Result {
     const ROUNDS: u64 = 50;
@@ -195,7 +188,7 @@ async fn clients_that_speak_first_survive_intermittent_upgrade_faults() -> Resul
         "{} of {CONNECTIONS} connections lost: {failed:?}",
         failed.len()
     );
-    wait_no_live_sessions(&env).await?;
+    env.wait_no_live_sessions().await?;
     let ledger = env.emulator.ledger();
     assert!(ledger.peak_live_sessions <= MAX_SESSIONS, "{ledger:?}");
     Ok(())
@@ -345,7 +338,7 @@ async fn a_flood_of_connections_cannot_starve_the_rest() -> Result {
         "RSS grew by {} MiB",
         (rss_peak - rss_before) >> 20
     );
-    wait_no_live_sessions(&env).await?;
+    env.wait_no_live_sessions().await?;
     let ledger = env.emulator.ledger();
     assert!(ledger.peak_live_sessions <= MAX_SESSIONS, "{ledger:?}");
     let status = env.ctl_json(&["status", "--json"]).await?;

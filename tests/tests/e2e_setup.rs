@@ -17,13 +17,6 @@ const ECHO: &str = "10.1.0.4:7";
 /// A VNet address the tests map to servers of their own.
 const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 20));
 
-async fn wait_no_live_sessions(env: &TestEnv) -> Result {
-    env.emulator
-        .wait_for("no live sessions", |l| l.live_sessions == 0, STEP_TIMEOUT)
-        .await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn every_third_upgrade_failing_goes_unseen() -> Result {
     const CONNECTIONS: u64 = 30;
@@ -38,7 +31,7 @@ async fn every_third_upgrade_failing_goes_unseen() -> Result {
     for i in 0..CONNECTIONS {
         echo_roundtrip(local(port), &payload(4096, i)).await?;
     }
-    wait_no_live_sessions(&env).await?;
+    env.wait_no_live_sessions().await?;
     let forward = env.forward("flaky").await?;
     let retries = forward["setup_retries"].as_u64().unwrap_or_default();
     assert!(retries >= CONNECTIONS / 3, "{forward}");
@@ -165,7 +158,7 @@ async fn max_sessions_caps_live_sessions_and_everyone_gets_through() -> Result {
     for client in clients {
         client.await??;
     }
-    wait_no_live_sessions(&env).await?;
+    env.wait_no_live_sessions().await?;
     let ledger = env.emulator.ledger();
     assert!(ledger.sessions_created >= CONNECTIONS, "{ledger:?}");
     assert!(

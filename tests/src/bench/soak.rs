@@ -77,31 +77,24 @@ impl SoakReport {
             self.lost.len()
         );
         out.push_str(&row("", "start".into(), "end".into()));
-        out.push_str(&row(
-            "RSS (KiB)",
-            s.rss_kib.to_string(),
-            e.rss_kib.to_string(),
-        ));
-        out.push_str(&row(
-            "open descriptors",
-            s.fds.to_string(),
-            e.fds.to_string(),
-        ));
-        out.push_str(&row(
-            "threads",
-            s.threads.to_string(),
-            e.threads.to_string(),
-        ));
-        out.push_str(&row(
-            "active connections",
-            s.active_connections.to_string(),
-            e.active_connections.to_string(),
-        ));
-        out.push_str(&row(
-            "live sessions",
-            s.live_sessions.to_string(),
-            e.live_sessions.to_string(),
-        ));
+        let figures = [
+            ("RSS (KiB)", s.rss_kib.to_string(), e.rss_kib.to_string()),
+            ("open descriptors", s.fds.to_string(), e.fds.to_string()),
+            ("threads", s.threads.to_string(), e.threads.to_string()),
+            (
+                "active connections",
+                s.active_connections.to_string(),
+                e.active_connections.to_string(),
+            ),
+            (
+                "live sessions",
+                s.live_sessions.to_string(),
+                e.live_sessions.to_string(),
+            ),
+        ];
+        for (name, start, end) in figures {
+            out.push_str(&row(name, start, end));
+        }
         for lost in self.lost.iter().take(10) {
             out.push_str(&format!("lost: {lost}\n"));
         }

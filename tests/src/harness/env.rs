@@ -55,6 +55,18 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// Waits until the emulator holds no live Bastion session.
+    pub async fn wait_no_live_sessions(&self) -> anyhow::Result<()> {
+        self.emulator
+            .wait_for(
+                "no live sessions",
+                |l| l.live_sessions == 0,
+                crate::harness::STEP_TIMEOUT,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// An emulator with its defaults (one bastion "hub").
     pub async fn start() -> anyhow::Result<TestEnv> {
         Self::start_with(|_| {}).await
