@@ -250,7 +250,10 @@ async fn a_flood_of_connections_cannot_starve_the_rest() -> Result {
     const MAX_SESSIONS: u64 = 2;
     /// How long the slow target holds each connection before answering.
     const SLOW: Duration = Duration::from_millis(500);
-    const STATUS_WITHIN: Duration = Duration::from_millis(200);
+    /// A starved control plane answers in seconds or not at all; this bound
+    /// leaves room for starting `bastionctl` itself on two busy cores (CI saw
+    /// 208 ms once while 5000 connections were being opened).
+    const STATUS_WITHIN: Duration = Duration::from_secs(1);
     const STATUS_EVERY: Duration = Duration::from_millis(100);
     const MAX_RSS_GROWTH: u64 = 64 * MIB as u64;
     /// A turned-away connection ends at once (our FIN, the client's EOF),
