@@ -12,7 +12,8 @@
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
-//! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse
+//! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse;
+//!   [`descriptors`]: which descriptors it holds, by kind
 //! - [`suite`]: one run, measurement by measurement
 //! - [`log`]: where everything but the table goes
 //! - [`metric`], [`stats`]: named figures, percentiles, medians, ratios
@@ -23,6 +24,7 @@ pub mod bare;
 pub mod bare_child;
 pub mod bulk;
 pub mod concurrency;
+pub mod descriptors;
 pub mod latency;
 pub mod log;
 pub mod machine;
