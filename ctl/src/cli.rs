@@ -15,6 +15,7 @@ const EXAMPLES: &str = "Examples:
   bastionctl forward add 10.1.0.4:22 2222 --name dev-ssh   # then: ssh -p 2222 me@127.0.0.1
   bastionctl forward add myvm:22 2223                       # a VM by name (looked up through ARM)
   bastionctl forward list
+  bastionctl socks add 1080        # then: ssh -o 'ProxyCommand nc -X 5 -x 127.0.0.1:1080 %h %p' myvm
   bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
   bastionctl service install                                  # run bastiond under systemd --user";
 
@@ -44,6 +45,11 @@ pub enum Command {
     Forward {
         #[command(subcommand)]
         command: ForwardCommand,
+    },
+    /// SOCKS5 listeners: one local port to every VM the bastion reaches.
+    Socks {
+        #[command(subcommand)]
+        command: SocksCommand,
     },
     /// The daemon's health: credential, token, bastions, forwards.
     Status {
@@ -182,6 +188,36 @@ pub struct AddArgs {
     #[arg(long)]
     pub allow_other_users: bool,
     /// Print the new forward as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SocksCommand {
+    /// Listen for SOCKS5 clients (CONNECT, no authentication) on LOCAL_PORT:
+    /// each names its target (an IP, or a VM name); kept across restarts,
+    /// listed with forwards, removed with `forward remove`.
+    Add(SocksAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocksAddArgs {
+    /// Local port to listen on (1-65535).
+    #[arg(value_parser = parse_local_port)]
+    pub local_port: u16,
+    #[command(flatten)]
+    pub via: Via,
+    /// Name of the listener [default: socks5-LOCAL_PORT].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Local address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Serve every local user's connections, not only yours (required with
+    /// a --bind address beyond loopback, whose peers cannot be checked).
+    #[arg(long)]
+    pub allow_other_users: bool,
+    /// Print the new listener as a JSON object.
     #[arg(long)]
     pub json: bool,
 }

@@ -24,6 +24,7 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
         name: args.name.unwrap_or_default(),
         allow_other_users: args.allow_other_users,
         resource_group: args.via.resource_group.unwrap_or_default(),
+        socks5: false,
     };
     let forward = client
         .add_forward(request)
@@ -35,8 +36,13 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
     if let Some(caveat) = caveat {
         eprintln!("bastionctl: warning: {caveat}");
     }
-    if args.json {
-        print_json(&ForwardJson::from(&forward))?;
+    print_added(&forward, args.json)
+}
+
+/// What `forward add` and `socks add` print for the new forward.
+pub fn print_added(forward: &Forward, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&ForwardJson::from(forward))
     } else {
         outln!(
             "Forwarding {} → {} via {} (name {}, id {})",
@@ -45,9 +51,8 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
             forward.bastion,
             forward.name,
             forward.id
-        )?;
+        )
     }
-    Ok(())
 }
 
 pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {

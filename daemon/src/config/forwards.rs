@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use bastion_proto::target::Target;
+use bastion_proto::target::{SOCKS5_TARGET, Target};
 use serde::Deserialize;
 
 use super::BastionSettings;
@@ -15,7 +15,8 @@ use super::BastionSettings;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredForward {
-    /// Any target form: `10.1.0.4:22`, `<VM resource id>:22`, `web01:22`.
+    /// Any target form: `10.1.0.4:22`, `<VM resource id>:22`, `web01:22`;
+    /// or `socks5`, a SOCKS5 listener whose clients name theirs.
     pub target: String,
     /// The local port (1–65535).
     pub port: u16,
@@ -31,9 +32,15 @@ pub struct DeclaredForward {
 }
 
 impl DeclaredForward {
-    /// The parsed target (checked when the file is read).
-    pub fn parsed_target(&self) -> Result<Target, String> {
-        Target::parse(&self.target).map_err(|e| e.to_string())
+    /// The parsed target, `None` for a SOCKS5 listener (checked when the
+    /// file is read).
+    pub fn parsed_target(&self) -> Result<Option<Target>, String> {
+        if self.target == SOCKS5_TARGET {
+            return Ok(None);
+        }
+        Target::parse(&self.target)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
