@@ -120,6 +120,14 @@ mod tests {
     }
 
     #[test]
+    fn a_socks5_listener_is_declared_by_its_target() {
+        let s = parse("[forwards.proxy]\ntarget = \"socks5\"\nport = 1080\n").unwrap();
+        assert_eq!(s.forwards["proxy"].parsed_target(), Ok(None));
+        let err = parse("[forwards.proxy]\ntarget = \"socks4\"\nport = 1080\n").unwrap_err();
+        assert!(err.contains("forwards.proxy.target"), "{err}");
+    }
+
+    #[test]
     fn bad_entries_name_their_key() {
         for (entry, key) in [
             ("target = \"nonsense\"\nport = 1\n", "forwards.x.target"),

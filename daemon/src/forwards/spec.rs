@@ -82,3 +82,21 @@ impl ForwardSpec {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize as _;
+
+    #[test]
+    fn a_socks5_entry_is_written_back_as_it_was_read() {
+        let entry = serde_json::json!({"id": "0000000c", "name": "proxy", "bastion": "hub",
+            "target": "socks5", "resource_group": "rg-app", "bind_address": "127.0.0.1",
+            "local_port": 1080, "created_at_ms": 3, "labels": {"team": "db"}});
+        let saved = SavedForward::deserialize(&entry).unwrap();
+        let spec = ForwardSpec::from_saved(&saved).unwrap();
+        assert_eq!(spec.target, Destination::Socks5);
+        assert_eq!(spec.resource_group.as_deref(), Some("rg-app"));
+        assert_eq!(spec.to_saved().to_entry(), entry);
+    }
+}
