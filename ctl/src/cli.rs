@@ -172,12 +172,19 @@ pub struct AddArgs {
     /// Where to go: `10.1.0.4:22`, `[fd00::4]:22`, `<VM resource id>:22` or `<VM name>:22`.
     #[arg(value_parser = parse_target)]
     pub target: Target,
+    #[command(flatten)]
+    pub listen: Listen,
+}
+
+/// Where a new forward or SOCKS5 listener listens, and how it is shown.
+#[derive(Debug, Args)]
+pub struct Listen {
     /// Local port to listen on (1-65535).
     #[arg(value_parser = parse_local_port)]
     pub local_port: u16,
     #[command(flatten)]
     pub via: Via,
-    /// Name of the forward [default: derived from the target].
+    /// Name [default: derived from the target; socks5-LOCAL_PORT for a SOCKS5 listener].
     #[arg(long)]
     pub name: Option<String>,
     /// Local address to listen on [default: 127.0.0.1].
@@ -187,7 +194,7 @@ pub struct AddArgs {
     /// a --bind address beyond loopback, whose peers cannot be checked).
     #[arg(long)]
     pub allow_other_users: bool,
-    /// Print the new forward as a JSON object.
+    /// Print the new forward or listener as a JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -197,29 +204,7 @@ pub enum SocksCommand {
     /// Listen for SOCKS5 clients (CONNECT, no authentication) on LOCAL_PORT:
     /// each names its target (an IP, or a VM name); kept across restarts,
     /// listed with forwards, removed with `forward remove`.
-    Add(SocksAddArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct SocksAddArgs {
-    /// Local port to listen on (1-65535).
-    #[arg(value_parser = parse_local_port)]
-    pub local_port: u16,
-    #[command(flatten)]
-    pub via: Via,
-    /// Name of the listener [default: socks5-LOCAL_PORT].
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Local address to listen on [default: 127.0.0.1].
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Serve every local user's connections, not only yours (required with
-    /// a --bind address beyond loopback, whose peers cannot be checked).
-    #[arg(long)]
-    pub allow_other_users: bool,
-    /// Print the new listener as a JSON object.
-    #[arg(long)]
-    pub json: bool,
+    Add(Listen),
 }
 
 #[derive(Debug, Args)]
@@ -405,7 +390,7 @@ mod tests {
                 port: 22
             }
         );
-        assert_eq!(args.local_port, 2222);
-        assert_eq!(args.name.as_deref(), Some("dev-ssh"));
+        assert_eq!(args.listen.local_port, 2222);
+        assert_eq!(args.listen.name.as_deref(), Some("dev-ssh"));
     }
 }
