@@ -6,6 +6,7 @@
 //! - `output`     : table and JSON rendering shared by the commands
 //! - `forward`    : `forward add|list|remove`
 //! - `watch`      : `forward watch`
+//! - `socks`      : `socks add`, a SOCKS5 listener (a forward whose clients name the target)
 //! - `status`     : `status` and `reload`
 //! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand),
 //!   through `stdio` (pipes on the reactor)
@@ -34,6 +35,7 @@ mod output;
 mod service;
 mod service_env;
 mod settings_file;
+mod socks;
 mod ssh_config;
 mod status;
 mod stdio;
@@ -44,7 +46,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{BastionCommand, Cli, Command, ForwardCommand};
+use crate::cli::{BastionCommand, Cli, Command, ForwardCommand, SocksCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -81,6 +83,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ForwardCommand::Remove { selector } => forward::remove(socket, &selector).await,
             ForwardCommand::Watch { json } => watch::run(socket, json).await,
         },
+        Command::Socks {
+            command: SocksCommand::Add(args),
+        } => socks::add(socket, args).await,
         Command::Status { json } => status::status(socket, json).await,
         Command::Reload => status::reload(socket).await,
         Command::Connect(args) => connect::run(socket, args).await,

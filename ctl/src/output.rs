@@ -80,8 +80,14 @@ pub fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
+/// `10.1.0.4:22`; a target without a port (a SOCKS5 listener's `socks5`,
+/// a saved entry the daemon could not read) is its host alone.
 pub fn target_text(target: Option<&Target>) -> String {
-    target.map(ToString::to_string).unwrap_or_default()
+    match target {
+        Some(target) if target.port == 0 => target.host.clone(),
+        Some(target) => target.to_string(),
+        None => String::new(),
+    }
 }
 
 /// `127.0.0.1:2222`, `[::1]:2222`.
@@ -195,6 +201,7 @@ pub(crate) mod tests {
             refused_connections: 0,
             allow_other_users: false,
             source: "cli".into(),
+            socks5: false,
         }
     }
 

@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
+use crate::forwards::destination::Destination;
 use crate::forwards::forward::{self, Forward};
-use crate::forwards::name::{default_name, new_id, unique_name, validate_name};
+use crate::forwards::name::{default_name, default_socks_name, new_id, unique_name, validate_name};
 use crate::forwards::source::Source;
 use crate::forwards::spec::ForwardSpec;
 use crate::forwards::store::Store;
@@ -130,11 +131,7 @@ impl Forwards {
         &self,
         request: proto::AddForwardRequest,
     ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<Value>), ForwardError> {
-        let target = request
-            .target
-            .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
-        let target = Target::from_parts(&target.host, target.port)
-            .map_err(|e| ForwardError::InvalidArgument(e.to_string()))?;
+        let target = destination(&request)?;
         let port = u16::try_from(request.local_port)
             .ok()
             .filter(|p| *p != 0)
@@ -204,12 +201,19 @@ impl Forwards {
             }
         })?;
         let name = if name.is_empty() {
-            unique_name(&default_name(&target), |n| {
-                list.iter().any(|f| f.spec.name == n)
-            })
+            let base = match &target {
+                Destination::Fixed(target) => default_name(target),
+                Destination::Socks5 => default_socks_name(port),
+            };
+            unique_name(&base, |n| list.iter().any(|f| f.spec.name == n))
         } else {
             name.to_string()
         };
+        // A VM-name target was made an id before (control/names.rs); a
+        // SOCKS5 listener looks its clients' VM names up in this group.
+        let resource_group = Some(request.resource_group.trim())
+            .filter(|rg| target.is_socks5() && !rg.is_empty())
+            .map(str::to_owned);
         let spec = ForwardSpec {
             id: new_id(),
             name,
@@ -219,7 +223,7 @@ impl Forwards {
             created_at_ms: now_ms(),
             allow_other_users: request.allow_other_users,
             source: Source::Cli,
-            resource_group: None,
+            resource_group,
             unknown: serde_json::Map::new(),
         };
         let mut saved = self.saved(&list);
@@ -377,6 +381,26 @@ impl Forwards {
     fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Forward>>> {
         self.list.lock()
     }
+}
+
+/// Where the requested forward's connections go: its target, or each
+/// client's choice for a SOCKS5 listener.
+fn destination(request: &proto::AddForwardRequest) -> Result<Destination, ForwardError> {
+    if request.socks5 {
+        if request.target.is_some() {
+            return Err(ForwardError::InvalidArgument(
+                "a SOCKS5 listener takes no target: its clients name theirs".into(),
+            ));
+        }
+        return Ok(Destination::Socks5);
+    }
+    let target = request
+        .target
+        .as_ref()
+        .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
+    Target::from_parts(&target.host, target.port)
+        .map(Destination::Fixed)
+        .map_err(|e| ForwardError::InvalidArgument(e.to_string()))
 }
 
 fn find(list: &[Arc<Forward>], selector: &str) -> Result<usize, ForwardError> {

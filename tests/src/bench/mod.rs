@@ -11,6 +11,7 @@
 //! - [`pattern`]: the bytes moved and their checks
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
+//! - [`socks`]: a SOCKS5 listener's setup against a forward's, LAN and WAN
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
 //! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse;
 //!   [`descriptors`]: which descriptors it holds, by kind
@@ -35,6 +36,7 @@ pub mod proxycommand;
 pub mod report;
 pub mod resources;
 pub mod soak;
+pub mod socks;
 pub mod stats;
 pub mod suite;
 pub mod targets;

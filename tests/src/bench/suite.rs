@@ -4,7 +4,8 @@
 //! Failures are recorded and the run goes on; nothing panics. Progress goes
 //! to the bench log. WAN mode (`--rtt-ms`) measures only setup and round
 //! trips ([`wan`](super::wan)); the LAN run adds the ProxyCommand figures
-//! ([`proxycommand`](super::proxycommand)) after its latency.
+//! ([`proxycommand`](super::proxycommand)) after its latency. Both time a
+//! SOCKS5 listener against a forward ([`socks`](super::socks)).
 
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ impl Run<'_> {
         self.warm_up().await;
         self.latency().await;
         self.proxycommand().await;
+        self.socks().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;
         self.concurrency().await;
