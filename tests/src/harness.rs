@@ -18,6 +18,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod env;
 pub mod net;
+pub mod silence;
 pub mod sshd;
 
 pub use ctl::CtlOutput;

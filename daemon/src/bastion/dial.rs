@@ -3,6 +3,7 @@
 //! Also the leaf type that says whether a request on a connection that sat
 //! idle was answered at all ([`Failure`]).
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::bastion::proxy::Proxies;
+use crate::bastion::tcp::{OverTcp, TcpLiveness};
 use crate::error::AzureError;
 
 /// TLS handshake (usually a resumption, one round trip).
@@ -21,12 +23,22 @@ const TLS_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS connection to a Bastion host.
 pub type TlsConn = TlsStream<TcpStream>;
 
+impl OverTcp for TlsConn {
+    fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.get_ref().0.as_fd())
+    }
+}
+
 /// How a request on a connection failed.
 #[derive(Debug)]
 pub enum Failure {
     /// The connection ended before any byte of an answer: a server that closed
     /// the connection while it sat idle. The request may go again on a new one.
     Unanswered(AzureError),
+    /// No byte of an answer within the bound for a warm connection: its
+    /// path went silent, and so, likely, did that of every connection opened
+    /// before it. The request may go again on a new one.
+    Silent(AzureError),
     /// Anything else: the answer (or its absence after a partial one) stands.
     Answered(AzureError),
 }
@@ -34,16 +46,19 @@ pub enum Failure {
 impl Failure {
     pub fn into_error(self) -> AzureError {
         match self {
-            Failure::Unanswered(e) | Failure::Answered(e) => e,
+            Failure::Unanswered(e) | Failure::Silent(e) | Failure::Answered(e) => e,
         }
     }
 }
 
-/// A new TCP + TLS connection to `host` ("name" or "name:port").
+/// A new TCP + TLS connection to `host` ("name" or "name:port"), whose
+/// kernel gives up on a silent path after `liveness` (direct or through the
+/// proxy alike: the proxy is the peer our TCP hears from).
 pub async fn connect(
     proxies: &Proxies,
     tls: Arc<rustls::ClientConfig>,
     host: &str,
+    liveness: Option<TcpLiveness>,
 ) -> Result<TlsConn, AzureError> {
     let fail = |message: String| AzureError::Unreachable {
         what: "cannot reach the Bastion",
@@ -51,6 +66,11 @@ pub async fn connect(
     };
     let (name, port) = split_host_port(host);
     let tcp = proxies.connect(name, port).await?;
+    if let Some(liveness) = liveness {
+        liveness
+            .apply(&tcp)
+            .map_err(|e| fail(format!("cannot set TCP keepalive options: {e}")))?;
+    }
     let server_name = ServerName::try_from(name.to_string())
         .map_err(|_| fail(format!("{name:?} is not a valid TLS server name")))?;
     timeout(

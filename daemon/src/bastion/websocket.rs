@@ -5,6 +5,7 @@
 //! the response head are replayed to tungstenite before the socket.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::bastion::dial::{Failure, TlsConn};
+use crate::bastion::tcp::OverTcp;
 use crate::error::AzureError;
 use crate::error_body::{error_message, printable, truncate};
 use crate::secret::Secret;
@@ -79,21 +81,26 @@ pub type TunnelSocket = WebSocketStream<Prefixed<TlsConn>>;
 
 /// Opens the WebSocket at `path` on `conn`, a TLS connection to `host`.
 /// [`Failure::Unanswered`] when the connection ended before any byte of an
-/// answer (a spare the Bastion had closed): the token was not used.
+/// answer (a spare the Bastion had closed); [`Failure::Silent`] when none
+/// came within `answer_within` (a spare on a path that went silent).
 pub async fn open(
     mut conn: TlsConn,
     host: &str,
     path: &Secret,
     config: WebSocketConfig,
+    answer_within: Option<Duration>,
 ) -> Result<TunnelSocket, Failure> {
-    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut conn, host, path))
-        .await
-        .map_err(|_| {
-            Failure::Answered(AzureError::WebSocket(format!(
-                "WebSocket upgrade timed out after {}s",
-                UPGRADE_TIMEOUT.as_secs()
-            )))
-        })??;
+    let leftover = timeout(
+        UPGRADE_TIMEOUT,
+        upgrade(&mut conn, host, path, answer_within),
+    )
+    .await
+    .map_err(|_| {
+        Failure::Answered(AzureError::WebSocket(format!(
+            "WebSocket upgrade timed out after {}s",
+            UPGRADE_TIMEOUT.as_secs()
+        )))
+    })??;
     let stream = Prefixed::new(leftover, conn);
     Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
 }
@@ -104,6 +111,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &Secret,
+    answer_within: Option<Duration>,
 ) -> Result<Bytes, Failure> {
     let key = generate_key();
     let request = format!(
@@ -139,7 +147,18 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                     .into(),
             )
         };
-        match stream.read_buf(&mut buf).await {
+        let read = match answer_within.filter(|_| buf.is_empty()) {
+            Some(bound) => timeout(bound, stream.read_buf(&mut buf))
+                .await
+                .map_err(|_| {
+                    Failure::Silent(AzureError::WebSocket(format!(
+                        "WebSocket upgrade failed: no answer within {}s on a warm connection",
+                        bound.as_secs_f32()
+                    )))
+                })?,
+            None => stream.read_buf(&mut buf).await,
+        };
+        match read {
             Ok(0) if buf.is_empty() => return Err(Failure::Unanswered(closed())),
             Ok(0) => return Err(Failure::Answered(closed())),
             Ok(_) => {}
@@ -257,6 +276,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, refusal)));
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: OverTcp> OverTcp for Prefixed<S> {
+    fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.tcp()
     }
 }
 
