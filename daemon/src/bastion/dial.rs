@@ -14,7 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::bastion::proxy::Proxies;
-use crate::bastion::tcp::{OverTcp, TcpLiveness};
+use crate::bastion::tcp::{OverTcp, Receipt, TcpLiveness};
 use crate::error::AzureError;
 
 /// TLS handshake (usually a resumption, one round trip).
@@ -35,12 +35,49 @@ pub enum Failure {
     /// The connection ended before any byte of an answer: a server that closed
     /// the connection while it sat idle. The request may go again on a new one.
     Unanswered(AzureError),
-    /// No byte of an answer within the bound for a warm connection: its
-    /// path went silent, and so, likely, did that of every connection opened
-    /// before it. The request may go again on a new one.
+    /// No byte of an answer within the bound for a warm connection, and
+    /// none of the request acknowledged by the peer's TCP: its path went
+    /// silent (and so, likely, did that of every connection opened before
+    /// it), and the Bastion never saw the request. It may go again on a new one.
     Silent(AzureError),
     /// Anything else: the answer (or its absence after a partial one) stands.
     Answered(AzureError),
+}
+
+/// A request on a warm connection, whose path may have gone silent while
+/// it sat idle (see [`await_answer`]).
+pub struct Warm {
+    /// How long an answer may take to begin before the request's receipt is asked.
+    pub bound: Duration,
+    pub receipt: Receipt,
+}
+
+/// Awaits `answer`, the start of the answer to a request. On a `warm`
+/// connection, when none has come within its bound and the peer's TCP has
+/// acknowledged none of the request, the path is silent and the Bastion
+/// never saw it: [`Failure::Silent`] (with `silent`'s error), so the request
+/// goes on a fresh dial. When the request was acknowledged, the Bastion has
+/// it and is only slow (a token POST may already have made a session that
+/// only its answer names): the answer is awaited, bounded by the caller.
+pub async fn await_answer<F: Future>(
+    warm: Option<Warm>,
+    answer: F,
+    silent: impl FnOnce(Duration) -> AzureError,
+) -> Result<F::Output, Failure> {
+    let Some(warm) = warm else {
+        return Ok(answer.await);
+    };
+    let mut answer = std::pin::pin!(answer);
+    match timeout(warm.bound, &mut answer).await {
+        Ok(answered) => Ok(answered),
+        Err(_) if warm.receipt.taken() => {
+            tracing::debug!(
+                "a slow answer on a warm connection (the request was acknowledged): waiting for it"
+            );
+            Ok(answer.await)
+        }
+        Err(_) => Err(Failure::Silent(silent(warm.bound))),
+    }
 }
 
 impl Failure {

@@ -4,16 +4,14 @@
 //! alive, for the warm connections to reuse.
 
 use std::pin::pin;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Version, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use tokio::time::timeout;
 
 use crate::azure::http::BodyError;
-use crate::bastion::dial::{Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
 use crate::error::AzureError;
 
 /// The server's answer.
@@ -33,15 +31,16 @@ fn unreachable(error: &hyper::Error) -> AzureError {
 
 /// POSTs `form` (already URL-encoded; it carries a token, so it is never
 /// logged) to `path` on `host` over `conn`, reading at most `limit` bytes of
-/// answer. An error before any answer is [`Failure::Unanswered`]; no
-/// answer head within `answer_within` is [`Failure::Silent`].
+/// answer. An error before any answer is [`Failure::Unanswered`]; on a
+/// `warm` connection, a request never acknowledged is [`Failure::Silent`]
+/// ([`dial::await_answer`]).
 pub async fn post_form(
     conn: TlsConn,
     host: &str,
     path: &str,
     form: String,
     limit: usize,
-    answer_within: Option<Duration>,
+    warm: Option<Warm>,
 ) -> Result<Answer, Failure> {
     let request = http::Request::post(path)
         .header(header::HOST, host)
@@ -62,18 +61,15 @@ pub async fn post_form(
         .map_err(|e| Failure::Answered(unreachable(&e)))?;
     let exchange = async move {
         let sent = sender.send_request(request);
-        let response = match answer_within {
-            Some(bound) => timeout(bound, sent).await.map_err(|_| {
-                Failure::Silent(AzureError::Unreachable {
-                    what: "cannot reach the Bastion",
-                    message: format!(
-                        "no answer to the token request within {}s on a warm connection",
-                        bound.as_secs_f32()
-                    ),
-                })
-            })?,
-            None => sent.await,
-        }
+        let response = dial::await_answer(warm, sent, |bound| AzureError::Unreachable {
+            what: "cannot reach the Bastion",
+            message: format!(
+                "no answer to the token request within {}s on a warm connection, \
+                 and none of it acknowledged",
+                bound.as_secs_f32()
+            ),
+        })
+        .await?
         .map_err(|e| Failure::Unanswered(unreachable(&e)))?;
         // Dropping the sender lets the connection future end once the
         // answer is read, giving the connection back.

@@ -29,10 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bastion::dial::{self, Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
 use crate::bastion::post;
 use crate::bastion::proxy::Proxies;
-use crate::bastion::tcp::{self, OverTcp, TcpLiveness};
+use crate::bastion::tcp::{self, OverTcp, Receipt, TcpLiveness};
 use crate::bastion::websocket::{self, TunnelSocket};
 use crate::config::TunnelSettings;
 use crate::error::AzureError;
@@ -52,11 +52,13 @@ const REFRESH_AT: f64 = 0.75;
 const DIAL_RETRY_FIRST: Duration = Duration::from_secs(1);
 const DIAL_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A warm connection that has not begun to answer a request within this
-/// long is given up for a fresh dial: a Bastion answers within a round trip
-/// or two plus its own work (well under a second), while a connection whose
-/// path went silent (a laptop that slept, a network that changed) would
-/// otherwise hold the request until its whole timeout. Well inside the
-/// setup budget, so the fresh dial still fits.
+/// long, and whose peer's TCP has acknowledged none of it, is given up for
+/// a fresh dial: a live path acknowledges within a round trip (the kernel
+/// does, whatever the Bastion's own work takes), while one that went silent
+/// (a laptop that slept, a network that changed) would otherwise hold the
+/// request until its whole timeout. Well inside the setup budget, so the
+/// fresh dial still fits. A request that was acknowledged is never given
+/// up here: the Bastion may have made its session already.
 const WARM_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many spares, for how long, and how long their sockets wait for the
@@ -184,8 +186,8 @@ impl Spares {
         limit: usize,
     ) -> Result<(u16, Bytes), AzureError> {
         let answer = self
-            .on_conn(host, Purpose::Post, |conn, answer_within| {
-                post::post_form(conn, host, path, form.to_string(), limit, answer_within)
+            .on_conn(host, Purpose::Post, |conn, warm| {
+                post::post_form(conn, host, path, form.to_string(), limit, warm)
             })
             .await?;
         if let Some(conn) = answer.conn
@@ -200,8 +202,8 @@ impl Spares {
     /// Opens the WebSocket at `path` on `host`.
     pub async fn upgrade(&self, host: &str, path: &Secret) -> Result<TunnelSocket, AzureError> {
         let socket = self
-            .on_conn(host, Purpose::Upgrade, |conn, answer_within| {
-                websocket::open(conn, host, path, websocket::config(), answer_within)
+            .on_conn(host, Purpose::Upgrade, |conn, warm| {
+                websocket::open(conn, host, path, websocket::config(), warm)
             })
             .await?;
         if let Some(tcp) = socket.get_ref().tcp()
@@ -213,8 +215,8 @@ impl Spares {
     }
 
     /// Runs `request` on a warm connection to `host` if there is one, and on
-    /// a new one if there is none, or the warm one had been closed or did not
-    /// answer within [`WARM_ANSWER_TIMEOUT`].
+    /// a new one if there is none, or the warm one had been closed or went
+    /// silent ([`dial::await_answer`] within [`WARM_ANSWER_TIMEOUT`]).
     async fn on_conn<T, F, Fut>(
         &self,
         host: &str,
@@ -222,11 +224,18 @@ impl Spares {
         mut request: F,
     ) -> Result<T, AzureError>
     where
-        F: FnMut(TlsConn, Option<Duration>) -> Fut,
+        F: FnMut(TlsConn, Option<Warm>) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         if let Some(conn) = self.take(host, purpose) {
-            match request(conn, Some(WARM_ANSWER_TIMEOUT)).await {
+            let warm = conn
+                .tcp()
+                .and_then(Receipt::before_sending)
+                .map(|receipt| Warm {
+                    bound: WARM_ANSWER_TIMEOUT,
+                    receipt,
+                });
+            match request(conn, warm).await {
                 Err(Failure::Unanswered(error)) => {
                     tracing::debug!(%error, "a warm connection had been closed by the Bastion; using a new one");
                 }

@@ -6,7 +6,7 @@
 //! TCP keepalive) while they wait or carry a request, and asked here
 //! (`TCP_INFO`, one `getsockopt`) when a tunnel has been silent.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use nix::libc;
@@ -86,6 +86,43 @@ impl Acks {
 
 /// The acknowledgement state of `socket`; `None` if it is not TCP.
 pub fn acks(socket: BorrowedFd<'_>) -> Option<Acks> {
+    let info = info(socket)?;
+    Some(Acks {
+        unacked: info.tcpi_unacked,
+        probes: info.tcpi_probes,
+        since_last: Duration::from_millis(info.tcpi_last_ack_recv.into()),
+    })
+}
+
+/// Whether a request sent on a connection reached the peer: taken before
+/// the request goes out, asked when no answer has come
+/// ([`crate::bastion::dial::await_answer`]).
+pub struct Receipt {
+    /// A duplicate of the connection's descriptor (one `dup` per warm
+    /// request), as the connection itself moves into hyper.
+    socket: OwnedFd,
+    /// Bytes of ours the peer's TCP had acknowledged before the request.
+    acked: u64,
+}
+
+impl Receipt {
+    /// `None` if `socket` cannot be asked (not TCP).
+    pub fn before_sending(socket: BorrowedFd<'_>) -> Option<Receipt> {
+        let acked = info(socket)?.tcpi_bytes_acked;
+        let socket = socket.try_clone_to_owned().ok()?;
+        Some(Receipt { socket, acked })
+    }
+
+    /// Whether the peer's TCP acknowledged any byte sent since: the server
+    /// has (part of) the request and may have acted on it. Taken when the
+    /// kernel cannot say, as that is the side that never loses a session.
+    pub fn taken(&self) -> bool {
+        info(self.socket.as_fd()).is_none_or(|info| info.tcpi_bytes_acked > self.acked)
+    }
+}
+
+/// `TCP_INFO` of `socket`: one `getsockopt`.
+fn info(socket: BorrowedFd<'_>) -> Option<libc::tcp_info> {
     // SAFETY: `tcp_info` is plain integers, valid when zeroed; the kernel
     // writes at most `len` bytes into it and says how many it wrote.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -101,11 +138,7 @@ pub fn acks(socket: BorrowedFd<'_>) -> Option<Acks> {
             &mut len,
         )
     };
-    (rc == 0).then(|| Acks {
-        unacked: info.tcpi_unacked,
-        probes: info.tcpi_probes,
-        since_last: Duration::from_millis(info.tcpi_last_ack_recv.into()),
-    })
+    (rc == 0).then_some(info)
 }
 
 /// A stream carried by a TCP connection whose state can be asked.
@@ -142,5 +175,25 @@ mod tests {
         let acks = acks(client.as_fd()).unwrap();
         assert_eq!(acks.unacked, 0, "{acks:?}");
         assert!(acks.peer_alive(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn a_receipt_tells_a_request_that_reached_the_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (_server, _) = listener.accept().await.unwrap();
+        let receipt = Receipt::before_sending(client.as_fd()).unwrap();
+        assert!(!receipt.taken(), "nothing sent yet");
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        // Loopback acknowledges within microseconds; poll a little.
+        for _ in 0..100 {
+            if receipt.taken() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the peer's kernel never acknowledged the request");
     }
 }

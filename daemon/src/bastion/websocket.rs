@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::bastion::dial::{Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
 use crate::bastion::tcp::OverTcp;
 use crate::error::AzureError;
 use crate::error_body::{error_message, printable, truncate};
@@ -81,18 +81,19 @@ pub type TunnelSocket = WebSocketStream<Prefixed<TlsConn>>;
 
 /// Opens the WebSocket at `path` on `conn`, a TLS connection to `host`.
 /// [`Failure::Unanswered`] when the connection ended before any byte of an
-/// answer (a spare the Bastion had closed); [`Failure::Silent`] when none
-/// came within `answer_within` (a spare on a path that went silent).
+/// answer (a spare the Bastion had closed); [`Failure::Silent`] when, on a
+/// `warm` connection, none came and the request was never acknowledged (a
+/// spare on a path that went silent: [`dial::await_answer`]).
 pub async fn open(
     mut conn: TlsConn,
     host: &str,
     path: &Secret,
     config: WebSocketConfig,
-    answer_within: Option<Duration>,
+    warm: Option<Warm>,
 ) -> Result<TunnelSocket, Failure> {
     let leftover = timeout(
         UPGRADE_TIMEOUT,
-        upgrade(&mut conn, host, path, answer_within),
+        upgrade(&mut conn, host, path, warm),
     )
     .await
     .map_err(|_| {
@@ -111,7 +112,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &Secret,
-    answer_within: Option<Duration>,
+    mut warm: Option<Warm>,
 ) -> Result<Bytes, Failure> {
     let key = generate_key();
     let request = format!(
@@ -147,17 +148,15 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                     .into(),
             )
         };
-        let read = match answer_within.filter(|_| buf.is_empty()) {
-            Some(bound) => timeout(bound, stream.read_buf(&mut buf))
-                .await
-                .map_err(|_| {
-                    Failure::Silent(AzureError::WebSocket(format!(
-                        "WebSocket upgrade failed: no answer within {}s on a warm connection",
-                        bound.as_secs_f32()
-                    )))
-                })?,
-            None => stream.read_buf(&mut buf).await,
-        };
+        // Only the first read waits on the warm connection's bound.
+        let read = dial::await_answer(warm.take(), stream.read_buf(&mut buf), |bound| {
+            AzureError::WebSocket(format!(
+                "WebSocket upgrade failed: no answer within {}s on a warm connection, \
+                 and none of the request acknowledged",
+                bound.as_secs_f32()
+            ))
+        })
+        .await?;
         match read {
             Ok(0) if buf.is_empty() => return Err(Failure::Unanswered(closed())),
             Ok(0) => return Err(Failure::Answered(closed())),
