@@ -96,7 +96,7 @@ pub fn acks(socket: BorrowedFd<'_>) -> Option<Acks> {
 
 /// Whether a request sent on a connection reached the peer: taken before
 /// the request goes out, asked when no answer has come
-/// ([`crate::bastion::dial::await_answer`]).
+/// (by `dial::await_answer`, which gives up only a request never taken).
 pub struct Receipt {
     /// A duplicate of the connection's descriptor (one `dup` per warm
     /// request), as the connection itself moves into hyper.

@@ -1,9 +1,11 @@
-//! The [`Connector`]: what one version of the settings implies (HTTPS client,
-//! credential and token cache, bastion table, warm connections), and the one
-//! path every tunnel takes through it: Entra token → bastion lookup → session
-//! slot → session → WebSocket, tried again on a fresh session when a try fails
-//! in a way that a retry can fix ([`AzureError::is_transient`]). `Reload`
-//! builds a new connector, reusing the parts whose settings did not change.
+//! One concept: the [`Connector`], the one way to Azure for everything above.
+//! What one version of the settings implies (HTTPS client, credential and
+//! token cache, bastion table, warm connections), and the one path every
+//! tunnel takes through it: Entra token → bastion lookup → session slot →
+//! session → WebSocket, tried again on a fresh session when a try fails in a
+//! way that a retry can fix ([`AzureError::is_transient`]). `Reload` builds a
+//! new connector, reusing the parts whose settings did not change; a network
+//! change one on a new HTTPS client ([`Connector::after_network_change`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
