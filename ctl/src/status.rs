@@ -74,6 +74,8 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "live_sessions": status.live_sessions,
         "tasks": status.tasks,
         "setup_retries": status.setup_retries,
+        "resumes_seen": status.resumes_seen,
+        "network_changes_seen": status.network_changes_seen,
         "config_file": status.config_file,
         "state_file": status.state_file,
         "socket": socket,

@@ -6,12 +6,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bastion_proto::v1::control_server::ControlServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::bastion::session::{DELETE_TIMEOUT, Sessions};
 use crate::bastion::tunnel::Connector;
@@ -24,6 +26,7 @@ use crate::forwards::set::Forwards;
 use crate::forwards::store::Store;
 use crate::notify;
 use crate::shared::Shared;
+use crate::wake::{Change, Watcher};
 
 /// How long shutdown waits for connections to send their Close frames and end.
 const SHUTDOWN_CONNECTIONS_GRACE: Duration = Duration::from_secs(3);
@@ -111,6 +114,9 @@ pub async fn run(
     shared
         .tasks
         .spawn(warm_up(shared.connector(), background.clone()));
+    shared
+        .tasks
+        .spawn(after_changes(shared.clone(), background.clone()));
     shared.tasks.spawn(reload_on_sighup(
         shared.clone(),
         forwards.clone(),
@@ -175,6 +181,48 @@ async fn report_status(
             _ = events.recv() => {}
             () = tokio::time::sleep(STATUS_REFRESH) => {}
         }
+    }
+}
+
+/// After a resume from suspend or a network change ([`wake`]), when every
+/// connection opened before may lead nowhere: drops the warm connections
+/// and the pooled HTTPS client, has every live tunnel pinged (dead ones end
+/// within `keepalive_timeout_secs`), and refreshes the token and lookups
+/// behind the callers if they are due.
+async fn after_changes(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut watcher = Watcher::new();
+    loop {
+        let change = tokio::select! {
+            () = cancel.cancelled() => return,
+            change = watcher.next() => change,
+        };
+        let seen = match change {
+            Change::Resumed(asleep) => {
+                shared.resumes_seen.fetch_add(1, Ordering::Relaxed);
+                format!("resumed after ~{}s asleep", asleep.as_secs())
+            }
+            Change::Network => {
+                shared.network_changes_seen.fetch_add(1, Ordering::Relaxed);
+                "network changed".to_string()
+            }
+        };
+        // Not in the middle of a reload, whose connector would be replaced.
+        let turn = shared.reloading.lock().await;
+        let live = shared.sessions.live();
+        match shared.connector().after_network_change() {
+            Ok((connector, dropped)) => {
+                shared.set_connector(connector);
+                tracing::info!(
+                    "{seen}: dropped {dropped} warm Bastion connections and the pooled HTTPS \
+                     connections, pinged {live} live tunnels"
+                );
+            }
+            Err(error) => tracing::warn!("{seen}: cannot build a new HTTPS client: {error:#}"),
+        }
+        drop(turn);
+        shared
+            .tasks
+            .spawn(warm_up(shared.connector(), cancel.clone()));
     }
 }
 

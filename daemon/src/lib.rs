@@ -15,7 +15,8 @@
 //! - [`azure`]: Entra tokens and ARM (bastion and VM lookups), the HTTPS client.
 //! - Leaves: [`config`] (the settings file), [`error`] (why Azure or a
 //!   Bastion said no, with [`error_body`]: their answers as printable text),
-//!   [`secret`] (redaction).
+//!   [`secret`] (redaction), [`wake`] (resumes from suspend and network
+//!   changes, which `daemon` reacts to).
 //!
 //! Targets, the socket location, timestamps and the control client live in
 //! `bastion_proto`, which `bastionctl` shares without this crate's stack.
@@ -36,3 +37,4 @@ pub mod paths;
 pub mod relay;
 pub mod secret;
 pub mod shared;
+pub mod wake;

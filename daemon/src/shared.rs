@@ -28,6 +28,9 @@ pub struct Shared {
     pub streams_active: AtomicU64,
     /// Tunnels set up again after a transient failure, daemon-wide.
     pub setup_retries: Counter,
+    /// Resumes from suspend and network changes seen (`crate::wake`).
+    pub resumes_seen: AtomicU64,
+    pub network_changes_seen: AtomicU64,
     /// VM names → resource ids, cached across reloads (VMs do not move with settings).
     pub vm_names: VmNames,
     next_connection_id: AtomicU64,
@@ -50,6 +53,8 @@ impl Shared {
             shutdown: CancellationToken::new(),
             streams_active: AtomicU64::new(0),
             setup_retries: Counter::default(),
+            resumes_seen: AtomicU64::new(0),
+            network_changes_seen: AtomicU64::new(0),
             vm_names: VmNames::default(),
             next_connection_id: AtomicU64::new(1),
             alerts: Mutex::default(),

@@ -10,6 +10,7 @@
 //! - [`sshd`]   : a throwaway OpenSSH server on 127.0.0.1 for the ssh tests
 //! - [`socks`]  : a minimal SOCKS5 client, to check a listener's every reply
 //! - [`other_user`]: a second local user (root only) for the owner-only rule
+//! - [`silence`]: a network path that goes silent (a namespace and nftables)
 //!
 //! Nothing here sleeps to wait: readiness comes from the daemon's READY=1,
 //! the emulator's ledger (`Emulator::wait_for`) or a polled condition with a
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod env;
 pub mod net;
 pub mod other_user;
+pub mod silence;
 pub mod socks;
 pub mod sshd;
 

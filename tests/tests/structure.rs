@@ -21,6 +21,7 @@ const DAEMON_LAYERS: [&[&str]; 8] = [
         "events",
         "paths",
         "notify",
+        "wake",
     ],
     &["azure"],
     &["bastion"],

@@ -42,6 +42,7 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// `az login` waits at most this long (or runs `bastionctl reload`).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 struct Cached {
     token: Secret,
     obtained_at: SystemTime,
@@ -109,6 +110,15 @@ impl TokenCache {
             refreshing: AtomicBool::new(false),
             first_retry_delay: FIRST_RETRY_DELAY,
         }
+    }
+
+    /// A cache for the same credential kind and scope, asking `credential`
+    /// (built on a new HTTPS client after a network change), holding this
+    /// one's token so nobody waits for a new one that is not due.
+    pub fn on_credential(&self, credential: Arc<dyn TokenCredential>) -> TokenCache {
+        let cache = TokenCache::new(credential, self.kind, self.scope.clone());
+        cache.lock().token = self.lock().token.clone();
+        cache
     }
 
     /// Asks the credential again at the next call (after `reload`: the

@@ -18,9 +18,11 @@ use crate::error::AzureError;
 /// Reaching ARM or a Bastion takes one or two round trips; beyond this the
 /// network is down and the user should hear so instead of waiting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Whole-request bound for the small JSON calls we make (ARM GET, token POST,
-/// DELETE); the slowest legitimate one is a token POST at a few seconds.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Whole-request bound for the small JSON calls we make (ARM GET, Entra
+/// token, DELETE); they answer within a second or two. A third of the
+/// default `setup_timeout_secs` (30 s), so a request stuck on a connection
+/// whose path went silent leaves room for a retry on a fresh one.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep pooled connections to the Bastion warm between ssh connections, but
 /// not forever (servers drop idle connections after a few minutes anyway).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);

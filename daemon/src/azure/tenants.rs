@@ -47,6 +47,30 @@ impl TokenCaches {
         Ok(TokenCaches { home, scoped })
     }
 
+    /// The same caches, their credentials on `http` (a new client after a
+    /// network change: no request goes out on a connection of the old
+    /// pool), each keeping its token.
+    pub fn on_client(
+        &self,
+        settings: &Settings,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<TokenCaches> {
+        let renew = |scope: &TokenScope, cache: &TokenCache| -> anyhow::Result<Arc<TokenCache>> {
+            Ok(Arc::new(
+                cache.on_credential(credential(settings, http, scope)?),
+            ))
+        };
+        let scoped = self
+            .scoped
+            .iter()
+            .map(|(scope, cache)| Ok((scope.clone(), renew(scope, cache)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(TokenCaches {
+            home: renew(&TokenScope::Home, &self.home)?,
+            scoped,
+        })
+    }
+
     fn get(&self, scope: &TokenScope) -> Option<&Arc<TokenCache>> {
         match scope {
             TokenScope::Home => Some(&self.home),

@@ -13,5 +13,6 @@ pub mod proxy;
 pub mod session;
 pub mod setup;
 pub mod spares;
+pub mod tcp;
 pub mod tunnel;
 pub mod websocket;

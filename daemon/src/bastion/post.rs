@@ -3,13 +3,15 @@
 //! task of its own, and the connection handed back when the server keeps it
 //! alive, for the warm connections to reuse.
 
+use std::pin::pin;
+
 use bytes::{Bytes, BytesMut};
 use http::{Version, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::azure::http::BodyError;
-use crate::bastion::dial::{Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
 use crate::error::AzureError;
 
 /// The server's answer.
@@ -29,13 +31,16 @@ fn unreachable(error: &hyper::Error) -> AzureError {
 
 /// POSTs `form` (already URL-encoded; it carries a token, so it is never
 /// logged) to `path` on `host` over `conn`, reading at most `limit` bytes of
-/// answer. An error before any answer is [`Failure::Unanswered`].
+/// answer. An error before any answer is [`Failure::Unanswered`]; on a
+/// `warm` connection, a request never acknowledged is [`Failure::Silent`]
+/// ([`dial::await_answer`]).
 pub async fn post_form(
     conn: TlsConn,
     host: &str,
     path: &str,
     form: String,
     limit: usize,
+    warm: Option<Warm>,
 ) -> Result<Answer, Failure> {
     let request = http::Request::post(path)
         .header(header::HOST, host)
@@ -55,10 +60,17 @@ pub async fn post_form(
         .await
         .map_err(|e| Failure::Answered(unreachable(&e)))?;
     let exchange = async move {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| Failure::Unanswered(unreachable(&e)))?;
+        let sent = sender.send_request(request);
+        let response = dial::await_answer(warm, sent, |bound| AzureError::Unreachable {
+            what: "cannot reach the Bastion",
+            message: format!(
+                "no answer to the token request within {}s on a warm connection, \
+                 and none of it acknowledged",
+                bound.as_secs_f32()
+            ),
+        })
+        .await?
+        .map_err(|e| Failure::Unanswered(unreachable(&e)))?;
         // Dropping the sender lets the connection future end once the
         // answer is read, giving the connection back.
         drop(sender);
@@ -94,8 +106,19 @@ pub async fn post_form(
         }
         Ok((status, read.freeze(), reusable))
     };
-    let (answer, parts) = tokio::join!(exchange, connection.without_shutdown());
+    // The connection is driven alongside the exchange; a failed exchange
+    // drops it at once rather than waiting on a silent peer.
+    let mut exchange = pin!(exchange);
+    let mut connection = pin!(connection.without_shutdown());
+    let (answer, parts) = tokio::select! {
+        answer = &mut exchange => (answer, None),
+        parts = &mut connection => (exchange.await, Some(parts)),
+    };
     let (status, body, reusable) = answer?;
+    let parts = match parts {
+        Some(parts) => parts,
+        None => connection.await,
+    };
     let conn = parts
         .ok()
         .filter(|parts| reusable && parts.read_buf.is_empty())

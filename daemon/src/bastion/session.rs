@@ -13,7 +13,7 @@ use std::time::Duration;
 use bastion_proto::target::{Target, TargetHost};
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::azure::bastion_host::BastionHost;
@@ -117,6 +117,8 @@ pub struct Sessions {
     /// session is left on the Bastion; shutdown waits for them (bounded).
     in_flight: TaskTracker,
     deletes: Semaphore,
+    /// Bumped to have every live tunnel pinged at once (see [`Sessions::check_tunnels`]).
+    checks: watch::Sender<u64>,
 }
 
 impl Default for Sessions {
@@ -125,6 +127,7 @@ impl Default for Sessions {
             live: AtomicU64::new(0),
             in_flight: TaskTracker::new(),
             deletes: Semaphore::new(DELETE_CONCURRENCY),
+            checks: watch::Sender::new(0),
         }
     }
 }
@@ -133,6 +136,17 @@ impl Sessions {
     /// Sessions created and not yet deleted (including deletes being retried).
     pub fn live(&self) -> u64 {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Has every live tunnel pinged now and judged within its keepalive
+    /// timeout (after a resume or a network change, when any may be dead).
+    pub fn check_tunnels(&self) {
+        self.checks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What a tunnel watches for [`Sessions::check_tunnels`].
+    pub fn tunnel_checks(&self) -> watch::Receiver<u64> {
+        self.checks.subscribe()
     }
 
     /// Asks the Bastion for a session to `target` and takes ownership of it.

@@ -29,9 +29,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bastion::dial::{self, Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
 use crate::bastion::post;
 use crate::bastion::proxy::Proxies;
+use crate::bastion::tcp::{self, OverTcp, Receipt, TcpLiveness};
 use crate::bastion::websocket::{self, TunnelSocket};
 use crate::config::TunnelSettings;
 use crate::error::AzureError;
@@ -50,13 +51,24 @@ const REFRESH_AT: f64 = 0.75;
 /// meanwhile, and a broken Bastion is not hammered.
 const DIAL_RETRY_FIRST: Duration = Duration::from_secs(1);
 const DIAL_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A warm connection that has not begun to answer a request within this
+/// long, and whose peer's TCP has acknowledged none of it, is given up for
+/// a fresh dial: a live path acknowledges within a round trip (the kernel
+/// does, whatever the Bastion's own work takes), while one that went silent
+/// (a laptop that slept, a network that changed) would otherwise hold the
+/// request until its whole timeout. Well inside the setup budget, so the
+/// fresh dial still fits. A request that was acknowledged is never given
+/// up here: the Bastion may have made its session already.
+const WARM_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many spares, for how long (from `[tunnel]`).
+/// How many spares, for how long, and how long their sockets wait for the
+/// peer's TCP (from `[tunnel]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpareSettings {
     pub count: usize,
     pub max_idle: Duration,
     pub warm_for: Duration,
+    pub tcp: Option<TcpLiveness>,
 }
 
 impl From<&TunnelSettings> for SpareSettings {
@@ -65,6 +77,7 @@ impl From<&TunnelSettings> for SpareSettings {
             count: tunnel.spare_connections,
             max_idle: Duration::from_secs(tunnel.spare_max_idle_secs),
             warm_for: Duration::from_secs(tunnel.spare_warm_secs),
+            tcp: TcpLiveness::from_settings(tunnel),
         }
     }
 }
@@ -173,8 +186,8 @@ impl Spares {
         limit: usize,
     ) -> Result<(u16, Bytes), AzureError> {
         let answer = self
-            .on_conn(host, Purpose::Post, |conn| {
-                post::post_form(conn, host, path, form.to_string(), limit)
+            .on_conn(host, Purpose::Post, |conn, warm| {
+                post::post_form(conn, host, path, form.to_string(), limit, warm)
             })
             .await?;
         if let Some(conn) = answer.conn
@@ -188,14 +201,22 @@ impl Spares {
 
     /// Opens the WebSocket at `path` on `host`.
     pub async fn upgrade(&self, host: &str, path: &Secret) -> Result<TunnelSocket, AzureError> {
-        self.on_conn(host, Purpose::Upgrade, |conn| {
-            websocket::open(conn, host, path, websocket::config())
-        })
-        .await
+        let socket = self
+            .on_conn(host, Purpose::Upgrade, |conn, warm| {
+                websocket::open(conn, host, path, websocket::config(), warm)
+            })
+            .await?;
+        if let Some(tcp) = socket.get_ref().tcp()
+            && let Err(error) = tcp::leave_to_keepalive(&tcp)
+        {
+            tracing::debug!(%error, "cannot clear TCP_USER_TIMEOUT on a tunnel");
+        }
+        Ok(socket)
     }
 
     /// Runs `request` on a warm connection to `host` if there is one, and on
-    /// a new one if there is none or the warm one had been closed.
+    /// a new one if there is none, or the warm one had been closed or went
+    /// silent ([`dial::await_answer`] within [`WARM_ANSWER_TIMEOUT`]).
     async fn on_conn<T, F, Fut>(
         &self,
         host: &str,
@@ -203,19 +224,36 @@ impl Spares {
         mut request: F,
     ) -> Result<T, AzureError>
     where
-        F: FnMut(TlsConn) -> Fut,
+        F: FnMut(TlsConn, Option<Warm>) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         if let Some(conn) = self.take(host, purpose) {
-            match request(conn).await {
+            let warm = conn
+                .tcp()
+                .and_then(Receipt::before_sending)
+                .map(|receipt| Warm {
+                    bound: WARM_ANSWER_TIMEOUT,
+                    receipt,
+                });
+            match request(conn, warm).await {
                 Err(Failure::Unanswered(error)) => {
                     tracing::debug!(%error, "a warm connection had been closed by the Bastion; using a new one");
+                }
+                Err(Failure::Silent(error)) => {
+                    let dropped = self.drop_warm(Some(host));
+                    tracing::info!(%error, dropped, "a warm connection went silent; its host's others dropped, using a new one");
                 }
                 other => return other.map_err(Failure::into_error),
             }
         }
-        let conn = dial::connect(&self.shared.proxies, self.shared.tls.clone(), host).await?;
-        request(conn).await.map_err(Failure::into_error)
+        let conn = dial::connect(
+            &self.shared.proxies,
+            self.shared.tls.clone(),
+            host,
+            self.shared.settings.tcp,
+        )
+        .await?;
+        request(conn, None).await.map_err(Failure::into_error)
     }
 
     /// A warm connection for `purpose`, if one is ready; marks `host` used
@@ -247,6 +285,22 @@ impl Spares {
         };
         state.wake.notify_one();
         conn
+    }
+
+    /// Closes the warm connections of `host` (all hosts' with `None`), which
+    /// their keepers replace with fresh dials; returns how many were closed.
+    pub fn drop_warm(&self, host: Option<&str>) -> usize {
+        let mut hosts = self.shared.hosts.lock();
+        let mut dropped = 0;
+        for (name, state) in hosts.iter_mut() {
+            if host.is_none_or(|h| h == name) {
+                dropped += state.fresh.len() + state.kept.len();
+                state.fresh.clear();
+                state.kept.clear();
+                state.wake.notify_one();
+            }
+        }
+        dropped
     }
 }
 
@@ -327,7 +381,7 @@ async fn keep(shared: Arc<Shared>, name: String, wake: Arc<Notify>, cancel: Canc
             Plan::Dial => {
                 let dialed = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    dialed = dial::connect(&shared.proxies, shared.tls.clone(), &name) => dialed,
+                    dialed = dial::connect(&shared.proxies, shared.tls.clone(), &name, settings.tcp) => dialed,
                 };
                 match dialed {
                     Ok(conn) => {

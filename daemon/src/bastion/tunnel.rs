@@ -1,9 +1,11 @@
-//! The [`Connector`]: what one version of the settings implies (HTTPS client,
-//! credential and token cache, bastion table, warm connections), and the one
-//! path every tunnel takes through it: Entra token → bastion lookup → session
-//! slot → session → WebSocket, tried again on a fresh session when a try fails
-//! in a way that a retry can fix ([`AzureError::is_transient`]). `Reload`
-//! builds a new connector, reusing the parts whose settings did not change.
+//! One concept: the [`Connector`], the one way to Azure for everything above.
+//! What one version of the settings implies (HTTPS client, credential and
+//! token cache, bastion table, warm connections), and the one path every
+//! tunnel takes through it: Entra token → bastion lookup → session slot →
+//! session → WebSocket, tried again on a fresh session when a try fails in a
+//! way that a retry can fix ([`AzureError::is_transient`]). `Reload` builds a
+//! new connector, reusing the parts whose settings did not change; a network
+//! change one on a new HTTPS client ([`Connector::after_network_change`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,8 +48,9 @@ pub struct Connector {
     /// The pooled client (ARM, Entra, DELETEs) and the warm connections
     /// (token POSTs, upgrades), which dial through HTTPS_PROXY / NO_PROXY.
     channels: Channels,
-    /// Developer bastions' data pods by target (a reload asks again).
-    pods: DataPods,
+    /// Developer bastions' data pods by target (a reload asks again; a
+    /// network change keeps them).
+    pods: Arc<DataPods>,
 }
 
 impl Connector {
@@ -87,12 +90,42 @@ impl Connector {
             bastions,
             sessions,
             channels: Channels { http, spares },
-            pods: DataPods::default(),
+            pods: Arc::default(),
         })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What a tunnel's keepalive watches to be checked at once.
+    pub fn tunnel_checks(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sessions.tunnel_checks()
+    }
+
+    /// After a resume or a network change, when every connection opened
+    /// before may lead nowhere: closes the warm connections to Bastions
+    /// (their keepers dial new ones), has every live tunnel pinged, and
+    /// returns a connector like this one on a new pooled HTTPS client (ARM,
+    /// Entra, DELETEs; tokens and lookups kept), with how many warm
+    /// connections were closed.
+    pub fn after_network_change(&self) -> Result<(Connector, usize)> {
+        let dropped = self.channels.spares.drop_warm(None);
+        self.sessions.check_tunnels();
+        let http = http::client(&self.tls)?;
+        let connector = Connector {
+            settings: self.settings.clone(),
+            tls: self.tls.clone(),
+            tokens: self.tokens.on_client(&self.settings, &http)?,
+            bastions: self.bastions.clone(),
+            sessions: self.sessions.clone(),
+            channels: Channels {
+                http,
+                spares: self.channels.spares.clone(),
+            },
+            pods: self.pods.clone(),
+        };
+        Ok((connector, dropped))
     }
 
     /// The pooled HTTPS client, for ARM reads of callers above (discover).

@@ -5,6 +5,7 @@
 //! the response head are replayed to tungstenite before the socket.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,7 +18,8 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use crate::bastion::dial::{Failure, TlsConn};
+use crate::bastion::dial::{self, Failure, TlsConn, Warm};
+use crate::bastion::tcp::OverTcp;
 use crate::error::AzureError;
 use crate::error_body::{error_message, printable, truncate};
 use crate::secret::Secret;
@@ -79,14 +81,17 @@ pub type TunnelSocket = WebSocketStream<Prefixed<TlsConn>>;
 
 /// Opens the WebSocket at `path` on `conn`, a TLS connection to `host`.
 /// [`Failure::Unanswered`] when the connection ended before any byte of an
-/// answer (a spare the Bastion had closed): the token was not used.
+/// answer (a spare the Bastion had closed); [`Failure::Silent`] when, on a
+/// `warm` connection, none came and the request was never acknowledged (a
+/// spare on a path that went silent: [`dial::await_answer`]).
 pub async fn open(
     mut conn: TlsConn,
     host: &str,
     path: &Secret,
     config: WebSocketConfig,
+    warm: Option<Warm>,
 ) -> Result<TunnelSocket, Failure> {
-    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut conn, host, path))
+    let leftover = timeout(UPGRADE_TIMEOUT, upgrade(&mut conn, host, path, warm))
         .await
         .map_err(|_| {
             Failure::Answered(AzureError::WebSocket(format!(
@@ -104,6 +109,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     host: &str,
     path: &Secret,
+    mut warm: Option<Warm>,
 ) -> Result<Bytes, Failure> {
     let key = generate_key();
     let request = format!(
@@ -139,7 +145,16 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
                     .into(),
             )
         };
-        match stream.read_buf(&mut buf).await {
+        // Only the first read waits on the warm connection's bound.
+        let read = dial::await_answer(warm.take(), stream.read_buf(&mut buf), |bound| {
+            AzureError::WebSocket(format!(
+                "WebSocket upgrade failed: no answer within {}s on a warm connection, \
+                 and none of the request acknowledged",
+                bound.as_secs_f32()
+            ))
+        })
+        .await?;
+        match read {
             Ok(0) if buf.is_empty() => return Err(Failure::Unanswered(closed())),
             Ok(0) => return Err(Failure::Answered(closed())),
             Ok(_) => {}
@@ -260,6 +275,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
+impl<S: OverTcp> OverTcp for Prefixed<S> {
+    fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.tcp()
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -287,153 +308,4 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-    #[test]
-    fn accepts_a_101_without_upgrade_headers_and_keeps_trailing_bytes() {
-        let mut head = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
-        let len = head.len();
-        head.extend_from_slice(&[0x82, 0x01, b'x']);
-        assert_eq!(parse_response(&head, KEY).unwrap(), Some(len));
-    }
-
-    #[test]
-    fn checks_the_accept_key_when_present() {
-        let good = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-        );
-        assert!(parse_response(good.as_bytes(), KEY).unwrap().is_some());
-        let bad = "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n";
-        assert!(parse_response(bad.as_bytes(), KEY).is_err());
-    }
-
-    #[test]
-    fn partial_head_needs_more_and_errors_carry_the_message() {
-        assert_eq!(parse_response(b"HTTP/1.1 101 Switch", KEY).unwrap(), None);
-        let err = parse_response(
-            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\r\n{\"message\":\"Token expired\"}",
-            KEY,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("Token expired"), "{err}");
-        assert!(
-            matches!(err, AzureError::Rejected { status: 403, .. }),
-            "{err:?}"
-        );
-        let err = parse_response(b"\x16\x03\x01garbage\r\n\r\n", KEY).unwrap_err();
-        assert!(err.to_string().contains("malformed"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn http_text_after_the_upgrade_is_an_error() {
-        let (mut a, b) = tokio::io::duplex(256);
-        a.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>")
-            .await
-            .unwrap();
-        let mut s = Prefixed::new(Bytes::new(), b);
-        let mut buf = [0u8; 64];
-        let err = s.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(
-            err.to_string()
-                .ends_with("WebSocket: HTTP/1.1 400 Bad Request"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn http_text_after_the_upgrade_is_found_in_reads_of_one_byte() {
-        let page = b"HTTP/1.1 400 Bad Request\r\n\r\n<html>";
-        let mut s = Prefixed::new(Bytes::new(), &page[..]);
-        let mut byte = [0u8; 1];
-        let mut error = None;
-        for _ in 0..page.len() {
-            if let Err(e) = s.read(&mut byte).await {
-                error = Some(e);
-                break;
-            }
-        }
-        let error = error.expect("the HTTP page went through as WebSocket bytes");
-        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
-        assert!(error.to_string().ends_with("HTTP/"), "{error}");
-    }
-
-    #[tokio::test]
-    async fn prefixed_replays_leftover_first() {
-        let (mut a, b) = tokio::io::duplex(64);
-        a.write_all(b"world").await.unwrap();
-        drop(a);
-        let mut s = Prefixed::new(Bytes::from_static(b"hello "), b);
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        assert_eq!(out, "hello world");
-    }
-
-    mod proptests {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Whatever a server answers, the parser decides without panicking,
-            /// never claims more head than it was given, and says only printable things.
-            #[test]
-            fn any_answer_is_parsed_or_refused(answer in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
-                match parse_response(&answer, KEY) {
-                    Ok(Some(len)) => proptest::prop_assert!(len <= answer.len()),
-                    Ok(None) => {}
-                    Err(e) => proptest::prop_assert!(!e.to_string().chars().any(char::is_control)),
-                }
-            }
-
-            /// A 101 head is found whatever follows it.
-            #[test]
-            fn a_101_is_found_before_any_trailing_bytes(trailing in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-                let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
-                let mut answer = head.to_vec();
-                answer.extend_from_slice(&trailing);
-                proptest::prop_assert_eq!(parse_response(&answer, KEY).unwrap(), Some(head.len()));
-            }
-
-            /// HTTP after the 101 is found however the reads cut it, and
-            /// WebSocket bytes (which never start with "HTTP/") pass untouched.
-            #[test]
-            fn http_after_the_upgrade_is_found_in_reads_of_any_size(
-                cuts in proptest::collection::vec(1usize..16, 1..64),
-                frames in proptest::collection::vec(proptest::num::u8::ANY, 1..256),
-            ) {
-                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                let page = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>".to_vec();
-                let read_all = |bytes: Vec<u8>| {
-                    let cuts = cuts.clone();
-                    runtime.block_on(async move {
-                        let mut s = Prefixed::new(Bytes::new(), &bytes[..]);
-                        let mut got = Vec::new();
-                        for size in cuts.iter().cycle() {
-                            let mut buf = vec![0u8; *size];
-                            match s.read(&mut buf).await {
-                                Ok(0) => return Ok(got),
-                                Ok(n) => got.extend_from_slice(&buf[..n]),
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Ok(got)
-                    })
-                };
-                let refused = read_all(page);
-                proptest::prop_assert!(refused.is_err());
-                proptest::prop_assert!(HttpAfterUpgrade::is_cause_of(
-                    &tokio_tungstenite::tungstenite::Error::Io(refused.unwrap_err())
-                ));
-                let mut frames = frames;
-                if frames.starts_with(b"H") {
-                    frames[0] = 0x82;
-                }
-                proptest::prop_assert_eq!(read_all(frames.clone()).unwrap(), frames);
-            }
-        }
-    }
-}
+mod tests;

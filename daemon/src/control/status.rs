@@ -89,6 +89,8 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
             .metrics()
             .num_alive_tasks() as u64,
         setup_retries: shared.setup_retries.get(),
+        resumes_seen: shared.resumes_seen.load(Ordering::Relaxed),
+        network_changes_seen: shared.network_changes_seen.load(Ordering::Relaxed),
         signed_in_tenant: identity.tenant,
         signed_in_account: identity.account,
         signed_in_app_id: identity.app_id,

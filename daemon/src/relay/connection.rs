@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use crate::azure::vm_lookup::VmLookupError;
 use crate::bastion::setup::Setup;
 use crate::bastion::tunnel::{Connector, Tunnel};
-use crate::config::TunnelSettings;
 use crate::error::AzureError;
 use crate::relay::keepalive::Keepalive;
 use crate::relay::pump::{self, ClientRead, PumpError, PumpOptions, Traffic};
@@ -61,7 +60,7 @@ where
 {
     let mut replay = Bytes::new();
     loop {
-        let options = pump_options(&route.connector.settings().tunnel, setup);
+        let options = pump_options(route.connector, setup);
         let Tunnel { socket, session } = tunnel;
         let result = pump::pump(
             &mut reader,
@@ -98,13 +97,15 @@ where
 }
 
 /// How tunnels behave, from `[tunnel]`; `setup` decides the probe.
-fn pump_options(tunnel: &TunnelSettings, setup: &Setup) -> PumpOptions {
+fn pump_options(connector: &Connector, setup: &Setup) -> PumpOptions {
+    let tunnel = &connector.settings().tunnel;
     let keepalive = Keepalive {
         interval: tunnel.keepalive_interval(),
         timeout: tunnel.keepalive_timeout(),
     };
     PumpOptions {
         keepalive,
+        checks: Some(connector.tunnel_checks()),
         max_frame: tunnel.max_frame_bytes,
         eof_linger: tunnel.eof_linger(),
         // Pings off means the user does not trust them: no probe either.

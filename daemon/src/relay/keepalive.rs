@@ -1,15 +1,23 @@
 //! Keepalive of one tunnel: ping a tunnel that has shown no sign of life for
-//! a while, and declare it dead when the ping gets no answer. Only silence
-//! while nothing is pending counts: a tunnel busy delivering to a slow client,
-//! or whose writes wait because the target reads slowly (back-pressure), is
-//! alive. A peer that is really gone under a pending write is found by TCP
-//! itself (its retransmission timeout), not by us.
+//! a while, and declare it dead when the ping gets no answer, unless the
+//! peer is only busy. Our own completed writes prove nothing (they only
+//! reached our socket buffer). A peer that owes us an answer (client bytes
+//! went up since its last frame) and whose TCP acknowledges them is busy,
+//! not dead ([`crate::bastion::tcp`]): a target that reads slowly keeps its
+//! tunnel however long it takes. A path that went silent acknowledges
+//! nothing: the tunnel ends within `interval + timeout`, even while the
+//! client keeps writing (and the kernel's `TCP_USER_TIMEOUT`, set to the
+//! same bound, ends the socket under unacknowledged bytes by itself). The
+//! kernel is asked once per unanswered ping, never per frame.
 
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
+
+use crate::bastion::tcp;
 
 /// Keepalive timing of one tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +34,8 @@ pub struct Activity {
     frame: AtomicU64,
     /// Milliseconds after `start` of the last data frame (the target is still talking).
     data: AtomicU64,
-    /// Milliseconds after `start` of the last write to the tunnel that completed.
-    written: AtomicU64,
+    /// Milliseconds after `start` of the last client bytes sent up.
+    uploaded: AtomicU64,
     /// Set while a frame is being written to the client: a slow client, not
     /// the tunnel, is why no frames are being read then.
     delivering: AtomicBool,
@@ -46,7 +54,7 @@ impl Default for Activity {
             start: Instant::now(),
             frame: AtomicU64::new(0),
             data: AtomicU64::new(0),
-            written: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
             delivering: AtomicBool::new(false),
             sending: AtomicBool::new(false),
             confirmed: AtomicBool::new(false),
@@ -77,15 +85,14 @@ impl Activity {
         self.delivering.store(delivering, Ordering::Relaxed);
     }
 
-    /// Brackets a write to the tunnel; `false` also records its completion.
+    /// Brackets a write to the tunnel.
     pub fn set_sending(&self, sending: bool) {
-        if !sending {
-            self.written.store(self.now(), Ordering::Relaxed);
-        }
         self.sending.store(sending, Ordering::Relaxed);
     }
 
+    /// Client bytes are going up (once per burst, not per frame).
     pub fn commit(&self) {
+        self.uploaded.store(self.now(), Ordering::Relaxed);
         self.committed.store(true, Ordering::Relaxed);
     }
 
@@ -101,39 +108,71 @@ impl Activity {
         self.at(&self.data)
     }
 
-    /// The last sign of life: a frame in, or a write out that went through.
-    fn last_progress(&self) -> Instant {
-        self.at(&self.frame).max(self.at(&self.written))
-    }
-
-    fn pending(&self) -> bool {
-        self.delivering.load(Ordering::Relaxed) || self.sending.load(Ordering::Relaxed)
+    fn last_frame(&self) -> Instant {
+        self.at(&self.frame)
     }
 }
 
-/// Asks for a ping (through `ping`) after `interval` without progress;
-/// completes when, after a ping, `timeout` passes with no progress while
-/// nothing is pending. Never completes when pings are off.
-pub async fn watch(activity: &Activity, ping: &Notify, keepalive: Keepalive) {
+/// Asks for a ping (through `ping`) after `interval` without a sign of life,
+/// or at once when `checks` changes; completes when, `timeout` after the ping, no frame has come and the peer
+/// is not merely busy ([`peer_busy`]). Never completes when pings are off.
+pub async fn watch(
+    activity: &Activity,
+    ping: &Notify,
+    keepalive: Keepalive,
+    tcp: Option<BorrowedFd<'_>>,
+    mut checks: Option<watch::Receiver<u64>>,
+) {
     let Some(interval) = keepalive.interval else {
         return std::future::pending().await;
     };
+    // When the peer was last found busy, for a tunnel that sent no frame since.
+    let mut busy = activity.last_frame();
     loop {
-        let seen = activity.last_progress();
-        sleep_until(seen + interval).await;
-        if activity.last_progress() > seen || activity.pending() {
+        let seen = activity.last_frame().max(busy);
+        let asked = tokio::select! {
+            () = sleep_until(seen + interval) => false,
+            () = check_asked(&mut checks) => true,
+        };
+        if !asked && activity.last_frame() > seen {
             continue;
         }
         ping.notify_one();
-        let asked = Instant::now();
-        sleep_until(asked + keepalive.timeout).await;
-        // A write still waiting is back-pressure, not death: keep waiting
-        // for as long as it waits, and judge again once it is through.
-        while activity.pending() {
-            sleep_until(Instant::now() + interval.min(keepalive.timeout)).await;
+        sleep_until(Instant::now() + keepalive.timeout).await;
+        if activity.last_frame() > seen {
+            continue;
         }
-        if activity.last_progress() <= seen {
+        if !peer_busy(activity, tcp, keepalive.timeout) {
             return;
         }
+        busy = Instant::now();
+    }
+}
+
+/// Completes when a check of every tunnel is asked for; never without `checks`.
+async fn check_asked(checks: &mut Option<watch::Receiver<u64>>) {
+    let asked = match checks {
+        Some(checks) => checks.changed().await.is_ok(),
+        None => false,
+    };
+    if !asked {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether a tunnel that did not answer a ping is busy rather than dead:
+/// we are still delivering its last frame to a slow client (so we read no
+/// pong), or it owes us an answer and its TCP has acknowledged our bytes
+/// (everything, or some within `window`).
+fn peer_busy(activity: &Activity, tcp: Option<BorrowedFd<'_>>, window: Duration) -> bool {
+    if activity.delivering.load(Ordering::Relaxed) {
+        return true;
+    }
+    let owes = activity.at(&activity.uploaded) > activity.last_frame();
+    match tcp.and_then(tcp::acks) {
+        Some(acks) => owes && acks.peer_alive(window),
+        // No TCP underneath (an in-memory stream): a write that waits is
+        // back-pressure, the only sign there is.
+        None => activity.sending.load(Ordering::Relaxed),
     }
 }

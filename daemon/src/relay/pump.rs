@@ -6,7 +6,8 @@
 //! the Close frame goes out once it has been quiet for `eof_linger` (at most
 //! [`EOF_MAX_LINGER`]); upstream data is delivered until the peer's Close. An
 //! upstream Close or EOF shuts down the client's write side. Idle tunnels are
-//! pinged; an unanswered ping closes the connection ([`crate::relay::keepalive`]).
+//! pinged; an unanswered ping closes the connection unless the peer's TCP
+//! vouches for it ([`crate::relay::keepalive`]).
 //!
 //! A tunnel that fails before it has carried anything (the reported upgrade
 //! faults: HTTP text after the 101, a stall, a vanished connection) ends in
@@ -20,18 +21,20 @@
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::bastion::tcp::OverTcp;
 use crate::bastion::websocket::HttpAfterUpgrade;
 use crate::relay::keepalive::{self, Activity, Keepalive};
 
@@ -64,9 +67,12 @@ const REFUSAL_READ_GRACE: Duration = Duration::from_secs(1);
 const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// How one tunnel behaves, from `[tunnel]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PumpOptions {
     pub keepalive: Keepalive,
+    /// Changes when every live tunnel should be checked at once (after a
+    /// resume or a network change: [`crate::bastion::session::Sessions::check_tunnels`]).
+    pub checks: Option<watch::Receiver<u64>>,
     /// Largest frame sent (`max_frame_bytes`).
     pub max_frame: usize,
     /// After the client's EOF, this much silence from the target ends the tunnel.
@@ -103,7 +109,12 @@ pub enum PumpError {
          lower `max_frame_bytes` under [tunnel] in config.toml (4096 is what the Azure CLI sends)"
     )]
     FrameTooBig(usize),
-    #[error("tunnel stalled: no answer to a keepalive ping within {0:?}")]
+    /// Neither a frame, nor a pong, nor a peer busy with what we sent
+    /// (its TCP acknowledging it) within the keepalive timeout.
+    #[error(
+        "tunnel dead: no frame and no answer to a keepalive ping within {0:?}, \
+         and nothing we sent was waiting on a busy target (the network path went silent?)"
+    )]
     Keepalive(Duration),
     #[error("tunnel stalled after the upgrade: no frame from the Bastion within {0:?}")]
     Silent(Duration),
@@ -191,9 +202,13 @@ pub async fn pump<R, W, S>(
 where
     R: ClientRead,
     W: AsyncWrite + Unpin + Send,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + OverTcp + Unpin + Send,
 {
+    let tcp = ws.get_ref().tcp().map(|fd| fd.as_raw_fd());
     let (mut sink, mut stream) = ws.split();
+    // SAFETY: the socket is owned by `sink` and `stream`, which live until
+    // this function returns, longer than the keepalive that asks it.
+    let tcp = tcp.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
     let activity = Activity::default();
     let ping_wanted = Notify::new();
     let confirmed = Notify::new();
@@ -220,7 +235,13 @@ where
             options.max_frame,
             meters,
         );
-        let keepalive = keepalive::watch(&activity, &ping_wanted, options.keepalive);
+        let keepalive = keepalive::watch(
+            &activity,
+            &ping_wanted,
+            options.keepalive,
+            tcp,
+            options.checks.clone(),
+        );
         let probe = probe(&activity, &ping_wanted, options.probe);
         tokio::pin!(up, down, keepalive, probe);
         // Keepalive applies while data may flow; once our Close is out, the

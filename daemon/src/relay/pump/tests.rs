@@ -7,7 +7,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+/// An in-memory tunnel has no TCP to ask: the keepalive judges by frames and back-pressure.
+impl OverTcp for DuplexStream {
+    fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
 const FAST: PumpOptions = PumpOptions {
+    checks: None,
     keepalive: Keepalive {
         interval: Some(Duration::from_millis(100)),
         timeout: Duration::from_millis(200),
