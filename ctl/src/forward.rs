@@ -99,7 +99,7 @@ fn render_list(forwards: &[Forward], now_ms: i64) -> String {
             vec![
                 f.name.clone(),
                 output::local_text(&f.bind_address, f.local_port),
-                output::target_text(f.target.as_ref()),
+                output::target_cell(f.target.as_ref()),
                 f.bastion.clone(),
                 f.source.clone(),
                 output::state_name(f.state).to_owned(),

@@ -15,12 +15,17 @@
 //! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
+//! - `aks`        : `aks add|remove` (`aks_list`: `aks list`), private AKS clusters, through `kubeconfig`
+//!   (the YAML merge); both files are replaced through `atomic_write`
 //!
 //! - `exit`       : the documented exit statuses, and the class of each failure
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and an
 //! exit status from `exit` that scripts can branch on.
 
+mod aks;
+mod aks_list;
+mod atomic_write;
 mod bastion;
 mod cli;
 mod connect;
@@ -30,6 +35,7 @@ mod docs;
 mod doctor;
 mod exit;
 mod forward;
+mod kubeconfig;
 mod output;
 mod service;
 mod service_env;
@@ -99,6 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             BastionCommand::List { json, config } => bastion::list(socket, config, json).await,
             BastionCommand::Remove { name, config } => bastion::remove(socket, config, &name).await,
         },
+        Command::Aks { command } => aks::run(socket, command).await,
     }
 }
 

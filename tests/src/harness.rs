@@ -8,6 +8,7 @@
 //! - [`ctl`]    : running `bastionctl` (`env.ctl(...)`, JSON helpers, forwards)
 //! - [`net`]    : byte helpers (echo round trips with checksums, free ports), all time-bounded
 //! - [`sshd`]   : a throwaway OpenSSH server on 127.0.0.1 for the ssh tests
+//! - [`kubectl`]: the real kubectl with a given kubeconfig (the AKS tests)
 //!
 //! Nothing here sleeps to wait: readiness comes from the daemon's READY=1,
 //! the emulator's ledger (`Emulator::wait_for`) or a polled condition with a
@@ -17,6 +18,7 @@ pub mod bins;
 pub mod ctl;
 pub mod daemon;
 pub mod env;
+pub mod kubectl;
 pub mod net;
 pub mod sshd;
 

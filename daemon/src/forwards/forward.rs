@@ -395,7 +395,7 @@ pub fn target_proto(target: &Target) -> proto::Target {
     proto::Target {
         host: match &target.host {
             TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) | TargetHost::Name(id) => id.clone(),
+            TargetHost::Vm(id) | TargetHost::Name(id) | TargetHost::Cluster(id) => id.clone(),
         },
         port: u32::from(target.port),
     }

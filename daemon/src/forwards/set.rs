@@ -21,7 +21,7 @@ use crate::forwards::spec::ForwardSpec;
 use crate::forwards::store::Store;
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
-use bastion_proto::target::Target;
+use bastion_proto::target::{Target, TargetHost};
 use bastion_proto::time::now_ms;
 
 /// Where forwards listen unless asked otherwise: never the network.
@@ -135,9 +135,11 @@ impl Forwards {
             .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
         let target = Target::from_parts(&target.host, target.port)
             .map_err(|e| ForwardError::InvalidArgument(e.to_string()))?;
+        // A cluster's kubeconfig names the port, so the system may pick it.
+        let may_pick = matches!(target.host, TargetHost::Cluster(_));
         let port = u16::try_from(request.local_port)
             .ok()
-            .filter(|p| *p != 0)
+            .filter(|p| *p != 0 || may_pick)
             .ok_or_else(|| {
                 ForwardError::InvalidArgument(format!(
                     "local port {} is not a number from 1 to 65535",
@@ -188,7 +190,10 @@ impl Forwards {
                 other.spec.local.port()
             )));
         }
-        if let Some(other) = list.iter().find(|f| overlaps(f.spec.local, local)) {
+        if let Some(other) = list
+            .iter()
+            .find(|f| port != 0 && overlaps(f.spec.local, local))
+        {
             return Err(ForwardError::AlreadyExists(format!(
                 "local port {port} is already used by forward {:?} ({} → {})",
                 other.spec.name, other.spec.local, other.spec.target
@@ -203,6 +208,9 @@ impl Forwards {
                 _ => ForwardError::Internal(message),
             }
         })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ForwardError::Internal(format!("cannot read {local}'s port: {e}")))?;
         let name = if name.is_empty() {
             unique_name(&default_name(&target), |n| {
                 list.iter().any(|f| f.spec.name == n)
