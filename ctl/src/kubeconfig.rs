@@ -58,10 +58,10 @@ pub struct Mark {
 
 /// `$KUBECONFIG`'s first file, else `~/.kube/config` (where kubectl writes).
 pub fn default_path() -> anyhow::Result<PathBuf> {
-    if let Some(list) = std::env::var_os("KUBECONFIG") {
-        if let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty()) {
-            return Ok(first);
-        }
+    if let Some(list) = std::env::var_os("KUBECONFIG")
+        && let Some(first) = std::env::split_paths(&list).find(|p| !p.as_os_str().is_empty())
+    {
+        return Ok(first);
     }
     let home = std::env::var_os("HOME")
         .filter(|v| !v.is_empty())

@@ -333,13 +333,15 @@ mod tests {
             text.contains("providers/Microsoft.Compute/virtualMachines/<name>")
                 && text.contains(
                     "providers/Microsoft.Compute/virtualMachineScaleSets/<name>/virtualMachines/<instance>"
-                ),
+                )
+                && text.contains("providers/Microsoft.ContainerService/managedClusters/<name>"),
             "{text}"
         );
         for bad in [
             "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/:22",
             "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/s:22",
             "/subscriptions//resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm:22",
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c/agentPools/p:443",
         ] {
             assert!(
                 matches!(parse_target(bad), Err(TargetError::BadResourceId(_))),
