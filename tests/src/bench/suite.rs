@@ -4,7 +4,8 @@
 //! Failures are recorded and the run goes on; nothing panics. Progress goes
 //! to the bench log. WAN mode (`--rtt-ms`) measures only setup and round
 //! trips ([`wan`](super::wan)); the LAN run adds the ProxyCommand figures
-//! ([`proxycommand`](super::proxycommand)) after its latency.
+//! ([`proxycommand`](super::proxycommand)) and kubectl's through an AKS
+//! forward ([`aks`](super::aks)) after its latency.
 
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ impl Run<'_> {
         self.warm_up().await;
         self.latency().await;
         self.proxycommand().await;
+        self.aks().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;
         self.concurrency().await;
