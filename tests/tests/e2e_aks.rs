@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use bastion_tests::emulator::{CLUSTERS, DEFAULT_SUBSCRIPTION};
+use bastion_tests::emulator::{BastionSpec, CLUSTERS, DEFAULT_SUBSCRIPTION};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv};
 use serde_json::Value;
 
@@ -354,5 +354,37 @@ async fn an_aks_forward_survives_a_restart_with_its_port_and_kind() -> Result {
         .await?;
     assert_eq!(out.code, Some(4), "{out:?}");
     assert_eq!(env.forwards().await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_developer_bastion_is_refused_before_anything_is_written() -> Result {
+    let env = TestEnv::start_with(|cfg| {
+        cfg.bastions = vec![BastionSpec::standard("hub"), BastionSpec::developer("dev")];
+    })
+    .await?;
+    let _daemon = Daemon::start(&env).await?;
+    let path = kubeconfig_path(&env);
+    let path_text = path.to_string_lossy().into_owned();
+    let out = env
+        .ctl(&[
+            "aks",
+            "add",
+            "aks-private",
+            "--bastion",
+            "dev",
+            "--kubeconfig",
+            &path_text,
+        ])
+        .await?;
+    assert_eq!(out.code, Some(5), "refused by the SKU: {out:?}");
+    let reason = out.one_line_error()?;
+    assert!(
+        reason.contains("Developer") && reason.contains("Standard or Premium"),
+        "{reason}"
+    );
+    assert!(env.forwards().await?.is_empty());
+    assert!(!path.exists(), "no kubeconfig written");
+    assert_eq!(env.emulator.ledger().arm_cluster_credentials, 0);
     Ok(())
 }

@@ -12,6 +12,10 @@ use crate::config::parse_bastion_resource_id;
 use crate::error::AzureError;
 use crate::forwards::set::Forwards;
 use crate::shared::Shared;
+use bastion_proto::target::{Target, TargetHost};
+
+/// Where AKS API servers listen behind their private endpoints (`az aks bastion`'s port).
+const API_SERVER_PORT: u16 = 443;
 
 pub async fn credentials(
     shared: &Shared,
@@ -52,6 +56,17 @@ pub async fn credentials(
             .await
         })
         .await?;
+    // The bastion must be able to reach it (a Developer one cannot), so
+    // `aks add` stops before any credential is fetched or anything written.
+    let target = Target {
+        host: TargetHost::Cluster(found.id.clone()),
+        port: API_SERVER_PORT,
+    };
+    let mut token = auth.token().await.map_err(AzureError::from)?;
+    connector
+        .lookup(entry, &mut token)
+        .await?
+        .check(&bastion, &target)?;
     let id = found.id.as_str();
     let kubeconfig = auth
         .with_fresh_token(|token| async move {
