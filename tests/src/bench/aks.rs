@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 
-use super::metric::Better;
-use super::stats::percentile_ms;
 use super::suite::Run;
 use crate::emulator::{API_SERVER_PORT, CLUSTERS};
 use crate::harness::TestEnv;
@@ -92,18 +90,6 @@ impl Run<'_> {
     pub(super) async fn aks(&mut self) {
         let sampled = self.kubectl_samples().await;
         let sampled = self.note("kubectl through the AKS forward", sampled);
-        let mut figures = [[None; 2]; 3];
-        if let Some((aks, plain)) = sampled {
-            for (j, p) in [50.0, 99.0].into_iter().enumerate() {
-                let a = percentile_ms(&aks, p);
-                let f = percentile_ms(&plain, p);
-                figures[0][j] = a;
-                figures[1][j] = f;
-                figures[2][j] = a.zip(f).map(|(a, f)| a - f);
-            }
-        }
-        self.progress("AKS forward extra p50", "(a)", figures[2][0], "ms");
-        self.settle("kubectl").await;
         let n = KUBECTL_CALLS;
         let rows = [
             (
@@ -116,18 +102,9 @@ impl Run<'_> {
             ),
             ("aks.extra", "AKS forward extra, aks − plain".to_owned()),
         ];
-        let sheet = &mut self.out.sheet;
-        for ((key, label), values) in rows.iter().zip(figures) {
-            for (p, value) in ["p50", "p99"].into_iter().zip(values) {
-                sheet.daemon(
-                    &format!("{key}.{p}_ms"),
-                    &format!("{label} {p}"),
-                    "ms",
-                    Better::Lower,
-                    value,
-                );
-            }
-        }
+        let extra = self.out.sheet.daemon_pair(&rows, sampled.as_ref());
+        self.progress("AKS forward extra p50", "(a)", extra, "ms");
+        self.settle("kubectl").await;
     }
 
     /// [`KUBECTL_CALLS`] through each forward, alternating; the forwards
