@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use bastion_tests::emulator::{BastionSpec, CLUSTERS, DEFAULT_SUBSCRIPTION};
-use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv};
+use bastion_tests::harness::{Daemon, TestEnv};
 use serde_json::Value;
 
 type Result = anyhow::Result<()>;
@@ -175,13 +175,7 @@ async fn kubectl_reaches_the_private_cluster_and_remove_leaves_the_rest_byte_ide
         "aks remove leaves the user's file as it was"
     );
     assert!(env.forwards().await?.is_empty());
-    env.emulator
-        .wait_for(
-            "every session deleted",
-            |l| l.live_sessions == 0,
-            STEP_TIMEOUT,
-        )
-        .await?;
+    env.wait_no_live_sessions().await?;
     Ok(())
 }
 
@@ -228,13 +222,7 @@ async fn twenty_kubectl_runs_in_a_row_through_one_daemon() -> Result {
             .as_u64()
             .unwrap_or_default() as u32
     );
-    env.emulator
-        .wait_for(
-            "every session deleted",
-            |l| l.live_sessions == 0,
-            STEP_TIMEOUT,
-        )
-        .await?;
+    env.wait_no_live_sessions().await?;
     Ok(())
 }
 
