@@ -16,6 +16,7 @@ const EXAMPLES: &str = "Examples:
   bastionctl forward add myvm:22 2223                       # a VM by name (looked up through ARM)
   bastionctl forward list
   bastionctl aks add my-private-cluster                     # then: kubectl --context my-private-cluster get nodes
+  bastionctl socks add 1080        # then: ssh -o 'ProxyCommand nc -X 5 -x 127.0.0.1:1080 %h %p' myvm
   bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
   bastionctl service install                                  # run bastiond under systemd --user";
 
@@ -45,6 +46,11 @@ pub enum Command {
     Forward {
         #[command(subcommand)]
         command: ForwardCommand,
+    },
+    /// SOCKS5 listeners: one local port to every VM the bastion reaches.
+    Socks {
+        #[command(subcommand)]
+        command: SocksCommand,
     },
     /// The daemon's health: credential, token, bastions, forwards.
     Status {
@@ -219,12 +225,19 @@ pub struct AddArgs {
     /// Where to go: `10.1.0.4:22`, `[fd00::4]:22`, `<VM resource id>:22` or `<VM name>:22`.
     #[arg(value_parser = parse_target)]
     pub target: Target,
+    #[command(flatten)]
+    pub listen: Listen,
+}
+
+/// Where a new forward or SOCKS5 listener listens, and how it is shown.
+#[derive(Debug, Args)]
+pub struct Listen {
     /// Local port to listen on (1-65535).
     #[arg(value_parser = parse_local_port)]
     pub local_port: u16,
     #[command(flatten)]
     pub via: Via,
-    /// Name of the forward [default: derived from the target].
+    /// Name [default: derived from the target; socks5-LOCAL_PORT for a SOCKS5 listener].
     #[arg(long)]
     pub name: Option<String>,
     /// Local address to listen on [default: 127.0.0.1].
@@ -234,9 +247,17 @@ pub struct AddArgs {
     /// a --bind address beyond loopback, whose peers cannot be checked).
     #[arg(long)]
     pub allow_other_users: bool,
-    /// Print the new forward as a JSON object.
+    /// Print the new forward or listener as a JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SocksCommand {
+    /// Listen for SOCKS5 clients (CONNECT, no authentication) on LOCAL_PORT:
+    /// each names its target (an IP, or a VM name); kept across restarts,
+    /// listed with forwards, removed with `forward remove`.
+    Add(Listen),
 }
 
 #[derive(Debug, Args)]
@@ -422,7 +443,7 @@ mod tests {
                 port: 22
             }
         );
-        assert_eq!(args.local_port, 2222);
-        assert_eq!(args.name.as_deref(), Some("dev-ssh"));
+        assert_eq!(args.listen.local_port, 2222);
+        assert_eq!(args.listen.name.as_deref(), Some("dev-ssh"));
     }
 }

@@ -4,39 +4,56 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bastion_proto::target::Target;
-use bastion_proto::v1::{AddForwardRequest, Forward, RemoveForwardRequest};
+use bastion_proto::v1::{self as proto, AddForwardRequest, Forward, RemoveForwardRequest};
 
-use crate::cli::AddArgs;
+use crate::cli::{AddArgs, Listen};
 use crate::daemon::{self, rpc_error};
 use crate::output::{self, ForwardJson};
 use crate::output::{out, outln};
 
 pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
-    let mut client = daemon::connect_checked(socket).await?;
     let caveat = Target::from_parts(&args.target.host, u32::from(args.target.port))
         .ok()
         .and_then(|t| t.ip_port_caveat());
+    let json = args.listen.json;
+    let forward = add_listener(socket, Some(args.target.into()), args.listen).await?;
+    if let Some(caveat) = caveat {
+        eprintln!("bastionctl: warning: {caveat}");
+    }
+    print_added(&forward, json)
+}
+
+/// Asks the daemon for a forward to `target`, or for a SOCKS5 listener
+/// (whose clients name theirs) when there is none.
+pub async fn add_listener(
+    socket: Option<PathBuf>,
+    target: Option<proto::Target>,
+    listen: Listen,
+) -> anyhow::Result<Forward> {
+    let mut client = daemon::connect_checked(socket).await?;
     let request = AddForwardRequest {
-        target: Some(args.target.into()),
-        local_port: u32::from(args.local_port),
-        bind_address: args.bind.unwrap_or_default(),
-        bastion: args.via.bastion.unwrap_or_default(),
-        name: args.name.unwrap_or_default(),
-        allow_other_users: args.allow_other_users,
-        resource_group: args.via.resource_group.unwrap_or_default(),
+        socks5: target.is_none(),
+        target,
+        local_port: u32::from(listen.local_port),
+        bind_address: listen.bind.unwrap_or_default(),
+        bastion: listen.via.bastion.unwrap_or_default(),
+        name: listen.name.unwrap_or_default(),
+        allow_other_users: listen.allow_other_users,
+        resource_group: listen.via.resource_group.unwrap_or_default(),
     };
-    let forward = client
+    client
         .add_forward(request)
         .await
         .map_err(rpc_error)?
         .into_inner()
         .forward
-        .context("the daemon's answer carries no forward")?;
-    if let Some(caveat) = caveat {
-        eprintln!("bastionctl: warning: {caveat}");
-    }
-    if args.json {
-        print_json(&ForwardJson::from(&forward))?;
+        .context("the daemon's answer carries no forward")
+}
+
+/// What `forward add` and `socks add` print for the new forward.
+pub fn print_added(forward: &Forward, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(&ForwardJson::from(forward))
     } else {
         outln!(
             "Forwarding {} → {} via {} (name {}, id {})",
@@ -45,9 +62,8 @@ pub async fn add(socket: Option<PathBuf>, args: AddArgs) -> anyhow::Result<()> {
             forward.bastion,
             forward.name,
             forward.id
-        )?;
+        )
     }
-    Ok(())
 }
 
 pub async fn list(socket: Option<PathBuf>, json: bool) -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 //! - `cli`        : the clap command tree (flags, subcommands, value parsers)
 //! - `daemon`     : reaching the daemon (socket, version check, gRPC errors)
 //! - `output`     : table and JSON rendering shared by the commands
-//! - `forward`    : `forward add|list|remove`
-//! - `watch`      : `forward watch`
+//! - `forward`    : `forward add|list|remove` (`watch`: `forward watch`)
+//! - `socks`      : `socks add`, a SOCKS5 listener (a forward whose clients name the target)
 //! - `status`     : `status` and `reload`
 //! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand),
 //!   through `stdio` (pipes on the reactor)
@@ -15,9 +15,7 @@
 //! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
-//! - `aks`        : `aks add|remove` (`aks_list`: `aks list`), private AKS clusters, through `kubeconfig`
-//!   (the YAML merge); both files are replaced through `atomic_write`
-//!
+//! - `aks`        : `aks add|remove` (`aks_list`: `aks list`), via `kubeconfig` and `atomic_write`
 //! - `exit`       : the documented exit statuses, and the class of each failure
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and an
@@ -40,6 +38,7 @@ mod output;
 mod service;
 mod service_env;
 mod settings_file;
+mod socks;
 mod ssh_config;
 mod status;
 mod stdio;
@@ -50,7 +49,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{BastionCommand, Cli, Command, ForwardCommand};
+use crate::cli::{BastionCommand, Cli, Command, ForwardCommand, SocksCommand};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -87,6 +86,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ForwardCommand::Remove { selector } => forward::remove(socket, &selector).await,
             ForwardCommand::Watch { json } => watch::run(socket, json).await,
         },
+        Command::Socks {
+            command: SocksCommand::Add(args),
+        } => socks::add(socket, args).await,
         Command::Status { json } => status::status(socket, json).await,
         Command::Reload => status::reload(socket).await,
         Command::Connect(args) => connect::run(socket, args).await,

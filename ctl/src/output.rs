@@ -49,7 +49,8 @@ pub struct ForwardJson {
     pub allow_other_users: bool,
     /// "cli" (`forward add`) or "config" (`[forwards.NAME]` in the settings).
     pub source: String,
-    /// What the target is: "ip", "vm", "vm-name" or "aks" (a managed cluster's API server).
+    /// What the target is: "ip", "vm", "vm-name", "aks" (a managed cluster's
+    /// API server) or "socks5" (a SOCKS5 listener).
     pub kind: &'static str,
 }
 
@@ -73,7 +74,7 @@ impl From<&Forward> for ForwardJson {
             refused_connections: forward.refused_connections,
             allow_other_users: forward.allow_other_users,
             source: forward.source.clone(),
-            kind: target_kind(forward.target.as_ref()),
+            kind: forward_kind(forward),
         }
     }
 }
@@ -83,8 +84,23 @@ pub fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
+/// `10.1.0.4:22`; a target without a port (a SOCKS5 listener's `socks5`,
+/// a saved entry the daemon could not read) is its host alone.
 pub fn target_text(target: Option<&Target>) -> String {
-    target.map(ToString::to_string).unwrap_or_default()
+    match target {
+        Some(target) if target.port == 0 => target.host.clone(),
+        Some(target) => target.to_string(),
+        None => String::new(),
+    }
+}
+
+/// What a forward reaches: "socks5" for a SOCKS5 listener (its clients
+/// name the target), else its target's kind.
+pub fn forward_kind(forward: &Forward) -> &'static str {
+    match forward.socks5 {
+        true => bastion_proto::target::SOCKS5_TARGET,
+        false => target_kind(forward.target.as_ref()),
+    }
 }
 
 /// The target's kind as [`bastion_proto::target::TargetHost::kind`] names it.
@@ -241,6 +257,7 @@ pub(crate) mod tests {
             refused_connections: 0,
             allow_other_users: false,
             source: "cli".into(),
+            socks5: false,
         }
     }
 
@@ -267,6 +284,17 @@ pub(crate) mod tests {
         assert_eq!(json["last_error"], "Target unreachable");
         assert_eq!(json["last_error_at_ms"], 1_700_000_000_500_i64);
         assert_eq!(json["state"], "error");
+        let mut socks = forward();
+        socks.socks5 = true;
+        socks.target = Some(Target {
+            host: "socks5".into(),
+            port: 0,
+        });
+        let json = serde_json::to_value(ForwardJson::from(&socks)).unwrap();
+        assert_eq!(
+            (&json["kind"], &json["target"]),
+            (&"socks5".into(), &"socks5".into())
+        );
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn status_json(status: &StatusResponse, socket: &std::path::Path) -> Value {
         "forwards_in_error": status.forwards_in_error,
         "active_connections": status.active_connections,
         "live_sessions": status.live_sessions,
+        "tasks": status.tasks,
         "setup_retries": status.setup_retries,
         "config_file": status.config_file,
         "state_file": status.state_file,

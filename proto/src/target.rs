@@ -113,6 +113,12 @@ impl TargetHost {
 /// Longest Azure VM name (Linux VMs allow 64; Windows fewer, still within it).
 pub const MAX_VM_NAME_LEN: usize = 64;
 
+/// What a SOCKS5 listener has for a target, whose clients name theirs: so
+/// it is written in the state and settings files, and shown (host
+/// "socks5", port 0) by `forward list`. Not a target (no port), so nothing
+/// that predates SOCKS5 listeners can misread it as one.
+pub const SOCKS5_TARGET: &str = "socks5";
+
 /// Whether `s` is shaped like an Azure VM name: 1–64 letters, digits, `-`, `_`, `.`.
 pub fn is_vm_name(s: &str) -> bool {
     !s.is_empty()

@@ -9,6 +9,8 @@
 //! - [`net`]    : byte helpers (echo round trips with checksums, free ports), all time-bounded
 //! - [`sshd`]   : a throwaway OpenSSH server on 127.0.0.1 for the ssh tests
 //! - [`kubectl`]: the real kubectl with a given kubeconfig (the AKS tests)
+//! - [`socks`]  : a minimal SOCKS5 client, to check a listener's every reply
+//! - [`other_user`]: a second local user (root only) for the owner-only rule
 //!
 //! Nothing here sleeps to wait: readiness comes from the daemon's READY=1,
 //! the emulator's ledger (`Emulator::wait_for`) or a polled condition with a
@@ -20,6 +22,8 @@ pub mod daemon;
 pub mod env;
 pub mod kubectl;
 pub mod net;
+pub mod other_user;
+pub mod socks;
 pub mod sshd;
 
 pub use ctl::CtlOutput;

@@ -82,6 +82,8 @@ async fn status_reports_the_daemon() -> Result {
     assert_eq!(status["pid"], daemon.pid());
     assert_eq!(status["credential"], "azure-cli");
     assert_eq!(status["forwards"], 1);
+    // The runtime's tasks: at least the control server's and the forward's.
+    assert!(status["tasks"].as_u64() >= Some(2), "{status}");
     assert_eq!(status["bastions"][0]["name"], "hub");
     assert_eq!(
         status["config_file"],

@@ -1,9 +1,11 @@
 //! Forwards declared in config.toml (`[forwards.NAME]`): started with the
 //! daemon, listed with `source: "config"`, reconciled on `reload` without
 //! touching the other forwards or their live connections, refused by
-//! `forward remove`, and a bad entry stopping the reload with nothing changed.
+//! `forward remove`, a SOCKS5 listener declared as one, and a bad entry
+//! stopping the reload with nothing changed.
 
-use bastion_tests::harness::net::{echo_roundtrip, free_port, local, payload};
+use bastion_tests::harness::net::{echo_over, echo_roundtrip, free_port, local, payload};
+use bastion_tests::harness::socks::{self, CONNECT, Dest};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -13,6 +15,8 @@ type Result = anyhow::Result<()>;
 
 /// The emulator's echo service.
 const ECHO: &str = "10.1.0.4:7";
+/// The port of [`ECHO`], which every VM at its address answers on.
+const ECHO_PORT: u16 = 7;
 /// Bytes sent each way through a connection held across a reload.
 const PROBE: usize = 1024;
 
@@ -110,6 +114,44 @@ async fn declared_forwards_start_with_the_daemon_and_say_where_they_come_from() 
     );
     assert!(by_name(&forwards, "typed").is_some(), "{forwards:?}");
     echo_roundtrip(local(port), &payload(4096, 3)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_socks5_listener_can_be_declared() -> Result {
+    let env = TestEnv::start().await?;
+    let base = std::fs::read_to_string(env.config_file())?;
+    let port = free_port()?;
+    let in_app = "resource_group = \"rg-app\"\n";
+    declare(&env, &base, &[entry("proxy", "socks5", port, in_app)])?;
+    let _daemon = Daemon::start(&env).await?;
+    // "twin" is a VM of rg-app and of rg-data: the declared group picks one.
+    let stream = socks::connect(local(port), &Dest::Name("twin"), ECHO_PORT).await?;
+    within(
+        "an echo through the declared listener",
+        STEP_TIMEOUT,
+        async { echo_over(stream, &payload(4096, 7)).await },
+    )
+    .await?;
+    let listed = env.forward("proxy").await?;
+    assert_eq!(listed["target"], "socks5", "{listed}");
+    assert_eq!(listed["source"], "config", "{listed}");
+
+    // Without the group the name is ambiguous: a changed entry, and the
+    // client told the host cannot be reached.
+    declare(&env, &base, &[entry("proxy", "socks5", port, "")])?;
+    let out = env.ctl_ok(&["reload"]).await?;
+    assert!(out.contains("forward proxy changed"), "{out}");
+    let code = within("a SOCKS5 reply", STEP_TIMEOUT, async {
+        let mut stream = TcpStream::connect(local(port)).await?;
+        socks::handshake(
+            &mut stream,
+            &socks::request(CONNECT, &Dest::Name("twin"), ECHO_PORT),
+        )
+        .await
+    })
+    .await?;
+    assert_eq!(code, 0x04, "an ambiguous VM name");
     Ok(())
 }
 

@@ -48,14 +48,7 @@ async fn a_developer_bastion_serves_vms_by_name_and_by_id() -> Result {
     let echoed = env.connect_stdio(&["vm1:7"], b"standard\n").await?;
     assert_eq!(echoed, b"standard\n");
 
-    let ledger = env
-        .emulator
-        .wait_for(
-            "every session deleted",
-            |l| l.live_sessions == 0 && l.open_websockets == 0,
-            STEP_TIMEOUT,
-        )
-        .await?;
+    let ledger = env.wait_all_ended("every session deleted").await?;
     assert_eq!(ledger.pod_lookups, 2, "{ledger:?}");
     assert_eq!(ledger.sessions_created, 4, "{ledger:?}");
     assert_eq!(ledger.deletes, 4, "{ledger:?}");

@@ -101,16 +101,11 @@ async fn unknown_forward_bastion_and_vm_are_4() -> Result {
 
 #[tokio::test]
 async fn refusals_by_azure_or_the_bastion_are_5() -> Result {
-    let spec = |key: &str, change: fn(&mut BastionSpec)| {
-        let mut spec = BastionSpec::standard(key);
-        change(&mut spec);
-        spec
-    };
     let env = TestEnv::start_with(|cfg| {
         cfg.bastions = vec![
             BastionSpec::standard("hub"),
-            spec("noip", |b| b.enable_ip_connect = false),
-            spec("basic", |b| b.sku = "Basic".into()),
+            BastionSpec::standard("noip").with(|b| b.enable_ip_connect = false),
+            BastionSpec::standard("basic").with(|b| b.sku = "Basic".into()),
         ];
     })
     .await?;

@@ -228,14 +228,7 @@ async fn no_sessions_left_after_close_and_after_sigterm() -> Result {
         "SIGTERM exit: {status}\n{}",
         daemon.logs()
     );
-    let ledger = env
-        .emulator
-        .wait_for(
-            "sessions deleted at shutdown",
-            |l| l.live_sessions == 0 && l.open_websockets == 0,
-            STEP_TIMEOUT,
-        )
-        .await?;
+    let ledger = env.wait_all_ended("sessions deleted at shutdown").await?;
     assert!(unexpected_rejects(&ledger).is_empty(), "{ledger:?}");
     assert!(
         daemon
@@ -370,18 +363,13 @@ async fn logs_carry_no_token_text() -> Result {
 
 #[tokio::test]
 async fn bastion_settings_that_forbid_tunnels_are_explained() -> Result {
-    let spec = |key: &str, change: fn(&mut BastionSpec)| {
-        let mut spec = BastionSpec::standard(key);
-        change(&mut spec);
-        spec
-    };
     let env = TestEnv::start_with(|cfg| {
         cfg.bastions = vec![
             BastionSpec::standard("hub"),
-            spec("notunnel", |b| b.enable_tunneling = false),
-            spec("noip", |b| b.enable_ip_connect = false),
-            spec("basic", |b| b.sku = "Basic".into()),
-            spec("dev", |b| b.sku = "Developer".into()),
+            BastionSpec::standard("notunnel").with(|b| b.enable_tunneling = false),
+            BastionSpec::standard("noip").with(|b| b.enable_ip_connect = false),
+            BastionSpec::standard("basic").with(|b| b.sku = "Basic".into()),
+            BastionSpec::standard("dev").with(|b| b.sku = "Developer".into()),
         ];
     })
     .await?;

@@ -10,8 +10,9 @@ use anyhow::{Context as _, ensure};
 use bastion_tests::bench::resources::Process;
 use bastion_tests::emulator::HandshakeQuirk;
 use bastion_tests::harness::net::{
-    echo_roundtrip, echo_roundtrip_within, free_port, local, payload, sha256_hex,
+    echo_over, echo_roundtrip, echo_roundtrip_within, free_port, local, payload, sha256_hex,
 };
+use bastion_tests::harness::socks::{self, Dest};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -20,6 +21,8 @@ use tokio::net::TcpStream;
 type Result = anyhow::Result<()>;
 
 const ECHO: &str = "10.1.0.4:7";
+/// The port of [`ECHO`], which every VM at its address answers on.
+const ECHO_PORT: u16 = 7;
 /// A VNet address the tests map to servers of their own.
 const MAPPED: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 20));
 const MIB: usize = 1024 * 1024;
@@ -149,6 +152,37 @@ async fn a_state_file_from_another_version_keeps_every_forward() -> Result {
         entries.contains(&newer) && entries.contains(&unknown),
         "{entries:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_saved_socks5_listener_keeps_its_resource_group_and_unknown_fields() -> Result {
+    let env = TestEnv::start().await?;
+    let port = free_port()?;
+    let proxy = json!({"id": "0000000c", "name": "proxy", "bastion": "hub", "target": "socks5",
+        "resource_group": "rg-app", "bind_address": "127.0.0.1", "local_port": port,
+        "created_at_ms": 3, "labels": {"team": "db"}});
+    let state = json!({"version": 1, "forwards": [proxy.clone()]});
+    std::fs::create_dir_all(env.state_file().parent().unwrap_or(env.root()))?;
+    std::fs::write(env.state_file(), serde_json::to_vec_pretty(&state)?)?;
+
+    let _daemon = Daemon::start(&env).await?;
+    // "twin" is a VM of rg-app and of rg-data: the saved group picks one.
+    let stream = socks::connect(local(port), &Dest::Name("twin"), ECHO_PORT).await?;
+    within(
+        "an echo through the restored listener",
+        STEP_TIMEOUT,
+        async { echo_over(stream, &payload(4096, 5)).await },
+    )
+    .await?;
+    let listed = env.forward("proxy").await?;
+    assert_eq!(listed["target"], "socks5", "{listed}");
+    assert_eq!(listed["state"], "listening", "{listed}");
+    // A change saves the file: the listener's entry stays as it was.
+    env.add_forward(ECHO, &["--name", "added"]).await?;
+    let entries = saved_entries(&env)?;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.contains(&proxy), "{entries:?}");
     Ok(())
 }
 

@@ -6,19 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 
 use anyhow::{Context as _, ensure};
+use bastion_tests::harness::other_user::{OTHER_USER, as_user, other_user};
 use bastion_tests::harness::{Daemon, STEP_TIMEOUT, TestEnv, within};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Command;
 
 type Result = anyhow::Result<()>;
 
 /// The emulator's echo service answers on every port of 10.1.0.4.
 const ECHO: &str = "10.1.0.4:7";
-/// The second local user the tests act as.
-const OTHER_USER: &str = "bastiond-test-other";
 /// What the other user's client sends, and expects echoed.
 const HELLO: &str = "hello";
 
@@ -50,47 +47,6 @@ my $n = 0;
 while (my $r = sysread($c, my $buf, 65536)) { $n += $r }
 print "$n\n";
 "#;
-
-/// useradd takes a lock on /etc/passwd: one creation at a time.
-static USER_SETUP: Mutex<()> = Mutex::new(());
-
-/// uid and gid of the second user, created if missing; None when not root.
-fn other_user() -> anyhow::Result<Option<(u32, u32)>> {
-    if !nix::unistd::getuid().is_root() {
-        eprintln!("skipping: acting as a second local user needs root");
-        return Ok(None);
-    }
-    let _one = USER_SETUP.lock().unwrap_or_else(|e| e.into_inner());
-    if nix::unistd::User::from_name(OTHER_USER)?.is_none() {
-        let status = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(OTHER_USER)
-            .status()
-            .context("cannot run useradd")?;
-        ensure!(status.success(), "useradd {OTHER_USER} failed: {status}");
-    }
-    let user = nix::unistd::User::from_name(OTHER_USER)?
-        .with_context(|| format!("{OTHER_USER} missing after useradd"))?;
-    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
-}
-
-/// `program args` run as `uid`/`gid`, from `/` (the test's cwd may be private).
-fn as_user(uid: u32, gid: u32, program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.uid(uid)
-        .gid(gid)
-        .current_dir("/")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
 
 /// What the other user's client got back through local port `port`.
 async fn echo_as(uid: u32, gid: u32, port: u16) -> anyhow::Result<String> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use bastion_proto::target::Target;
+use bastion_proto::target::{SOCKS5_TARGET, Target};
 use serde::Deserialize;
 
 use super::BastionSettings;
@@ -15,7 +15,8 @@ use super::BastionSettings;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredForward {
-    /// Any target form: `10.1.0.4:22`, `<VM resource id>:22`, `web01:22`.
+    /// Any target form: `10.1.0.4:22`, `<VM resource id>:22`, `web01:22`;
+    /// or `socks5`, a SOCKS5 listener whose clients name theirs.
     pub target: String,
     /// The local port (1–65535).
     pub port: u16,
@@ -31,9 +32,15 @@ pub struct DeclaredForward {
 }
 
 impl DeclaredForward {
-    /// The parsed target (checked when the file is read).
-    pub fn parsed_target(&self) -> Result<Target, String> {
-        Target::parse(&self.target).map_err(|e| e.to_string())
+    /// The parsed target, `None` for a SOCKS5 listener (checked when the
+    /// file is read).
+    pub fn parsed_target(&self) -> Result<Option<Target>, String> {
+        if self.target == SOCKS5_TARGET {
+            return Ok(None);
+        }
+        Target::parse(&self.target)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -110,6 +117,14 @@ mod tests {
         assert!(dev.allow_other_users);
         assert_eq!(s.forwards["db"].bastion, None);
         assert!(!s.forwards["db"].allow_other_users);
+    }
+
+    #[test]
+    fn a_socks5_listener_is_declared_by_its_target() {
+        let s = parse("[forwards.proxy]\ntarget = \"socks5\"\nport = 1080\n").unwrap();
+        assert_eq!(s.forwards["proxy"].parsed_target(), Ok(None));
+        let err = parse("[forwards.proxy]\ntarget = \"socks4\"\nport = 1080\n").unwrap_err();
+        assert!(err.contains("forwards.proxy.target"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use crate::bastion::tunnel::Tunnel;
-use crate::forwards::forward::target_proto;
+use crate::forwards::destination::target_proto;
 use crate::relay::connection::{self, ConnectionError, Route};
 use crate::relay::pump::Traffic;
 use crate::shared::Shared;

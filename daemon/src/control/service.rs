@@ -13,7 +13,7 @@ use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::forwards::forward::target_proto;
+use crate::forwards::destination::target_proto;
 use crate::forwards::set::Forwards;
 use crate::shared::Shared;
 

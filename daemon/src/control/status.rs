@@ -85,6 +85,9 @@ pub fn status(shared: &Shared, forwards: &Forwards, config_file: &Path) -> proto
         config_file: config_file.display().to_string(),
         state_file: forwards.store().path().display().to_string(),
         live_sessions: shared.sessions.live(),
+        tasks: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as u64,
         setup_retries: shared.setup_retries.get(),
         signed_in_tenant: identity.tenant,
         signed_in_account: identity.account,

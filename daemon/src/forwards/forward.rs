@@ -1,8 +1,11 @@
 //! One forward: a local listener whose every accepted connection becomes a
-//! Bastion tunnel to the forward's target. Holds the forward's state and
-//! counters. A listener that cannot be bound (port taken after a restart) is
-//! retried every [`BIND_RETRY_INTERVAL`] while the forward shows `error`.
+//! Bastion tunnel to the forward's target, or, for a SOCKS5 listener, to the
+//! target its client names ([`socks`](crate::forwards::socks)). Holds the
+//! forward's state and counters. A listener that cannot be bound (port
+//! taken after a restart) is retried every [`BIND_RETRY_INTERVAL`] while the
+//! forward shows `error`.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +23,9 @@ use tracing::Instrument;
 use crate::bastion::setup::{Counter, Setup};
 use crate::bastion::tunnel::{Connector, Tunnel};
 use crate::error::AzureError;
+use crate::forwards::destination::{Destination, target_proto};
 use crate::forwards::peer_owner::OwnerGate;
+use crate::forwards::socks;
 use crate::forwards::spec::ForwardSpec;
 use crate::relay::client_socket::{close_gracefully, tune_socket};
 use crate::relay::connection::{self, ConnectionError, Route};
@@ -136,7 +141,7 @@ impl Forward {
             id: self.spec.id.clone(),
             name: self.spec.name.clone(),
             bastion: self.spec.bastion.clone(),
-            target: Some(target_proto(&self.spec.target)),
+            target: Some(self.spec.target.to_proto()),
             bind_address: self.spec.local.ip().to_string(),
             local_port: u32::from(self.spec.local.port()),
             state: status.state.into(),
@@ -151,6 +156,7 @@ impl Forward {
             refused_connections: self.owners.refused(),
             allow_other_users: self.spec.allow_other_users,
             source: self.spec.source.as_str().to_owned(),
+            socks5: self.spec.target.is_socks5(),
         }
     }
 
@@ -243,15 +249,27 @@ impl Forward {
 
     async fn serve(self: Arc<Self>, mut socket: TcpStream, peer: SocketAddr, id: u64) {
         // Owner-only: another local user's connection gets no tunnel (it
-        // would run on this user's Azure identity); dropped here, unserved.
-        if !self.spec.allow_other_users {
-            let admitted = socket
+        // would run on this user's Azure identity); dropped here, unserved
+        // (a SOCKS5 client is told so, after its handshake).
+        let admitted = self.spec.allow_other_users
+            || socket
                 .local_addr()
                 .is_ok_and(|local| self.owners.admit(local, peer));
-            if !admitted {
-                return;
+        let target = match &self.spec.target {
+            Destination::Fixed(target) if admitted => Cow::Borrowed(target),
+            Destination::Fixed(_) => return,
+            Destination::Socks5 => {
+                let request = socks::request(&mut socket, admitted);
+                let requested = tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    requested = request => requested,
+                };
+                match requested {
+                    Some(target) => Cow::Owned(target),
+                    None => return,
+                }
             }
-        }
+        };
         if let Err(e) = tune_socket(&socket) {
             tracing::debug!(error = %e, "cannot tune the client socket");
         }
@@ -262,13 +280,13 @@ impl Forward {
             forward_name: self.spec.name.clone(),
             connection_id: id,
             peer: peer.to_string(),
-            target: Some(target_proto(&self.spec.target)),
+            target: Some(target_proto(&target)),
             active_connections: active,
             ..Default::default()
         };
         self.shared.events.connection_opened(event(active));
         let traffic = Traffic::default();
-        let error = self.tunnel(&mut socket, &traffic).await.err();
+        let error = self.tunnel(&mut socket, &target, &traffic).await.err();
         let active = self.active.fetch_sub(1, Ordering::Relaxed) - 1;
         self.shared
             .events
@@ -280,14 +298,16 @@ impl Forward {
             });
     }
 
-    /// The target as a tunnel takes it (a declared VM name looked up, through
-    /// the 5-minute cache, so it follows the VM), and a tunnel to it.
+    /// The target as a tunnel takes it (a VM name, declared or asked for
+    /// by a SOCKS5 client, looked up through the 5-minute cache, so it
+    /// follows the VM), and a tunnel to it.
     async fn open(
         &self,
         connector: &Connector,
         setup: &mut Setup,
+        target: &Target,
     ) -> Result<(Tunnel, Target), ConnectionError> {
-        let target = match &self.spec.target.host {
+        let target = match &target.host {
             TargetHost::Name(name) => Target {
                 host: TargetHost::Vm(
                     connector
@@ -299,9 +319,9 @@ impl Forward {
                         )
                         .await?,
                 ),
-                port: self.spec.target.port,
+                port: target.port,
             },
-            _ => self.spec.target.clone(),
+            _ => target.clone(),
         };
         let tunnel = connector.open(&self.spec.bastion, &target, setup).await?;
         Ok((tunnel, target))
@@ -311,6 +331,7 @@ impl Forward {
     async fn tunnel(
         &self,
         socket: &mut TcpStream,
+        target: &Target,
         traffic: &Traffic,
     ) -> Result<(), ConnectionError> {
         let connector = self.shared.connector();
@@ -320,7 +341,7 @@ impl Forward {
         ]);
         let opened = tokio::select! {
             () = self.cancel.cancelled() => return Ok(()),
-            opened = self.open(&connector, &mut setup) => opened,
+            opened = self.open(&connector, &mut setup, target) => opened,
         };
         let (tunnel, target) = match opened {
             Ok(opened) => opened,
@@ -328,13 +349,13 @@ impl Forward {
             // counted, not once per connection, and not the forward's fault.
             Err(e @ ConnectionError::Open(AzureError::Crowded(_))) => {
                 tracing::debug!(error = %e, "turned away");
-                close_gracefully(socket).await;
+                self.turn_away(socket, &e).await;
                 return Err(e);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a tunnel; closing the client connection");
-                self.set_status(self.state(), Some(last_error(&self.spec.target, &e)));
-                close_gracefully(socket).await;
+                self.set_status(self.state(), Some(last_error(target, &e)));
+                self.turn_away(socket, &e).await;
                 return Err(e);
             }
         };
@@ -344,6 +365,9 @@ impl Forward {
             target: &target,
         };
         tracing::debug!("tunnel open");
+        if self.spec.target.is_socks5() {
+            socks::grant(socket).await?;
+        }
         let (reader, writer) = socket.split();
         let meters = [traffic, &self.traffic];
         let result = connection::carry(
@@ -370,10 +394,20 @@ impl Forward {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tunnel failed");
-                self.set_status(self.state(), Some(last_error(&self.spec.target, e)));
+                self.set_status(self.state(), Some(last_error(&target, e)));
             }
         }
         result
+    }
+
+    /// Closes a client whose tunnel could not be opened; a SOCKS5 client
+    /// is told why first.
+    async fn turn_away(&self, socket: &mut TcpStream, error: &ConnectionError) {
+        if self.spec.target.is_socks5() {
+            socks::refuse(socket, socks::open_reply(error)).await;
+        } else {
+            close_gracefully(socket).await;
+        }
     }
 }
 
@@ -387,17 +421,6 @@ fn last_error(target: &Target, error: &ConnectionError) -> String {
     match target.ip_port_caveat().filter(|_| refused) {
         Some(caveat) => format!("{error} (the port is the likely cause: {caveat})"),
         None => error.to_string(),
-    }
-}
-
-/// The proto form of a target.
-pub fn target_proto(target: &Target) -> proto::Target {
-    proto::Target {
-        host: match &target.host {
-            TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) | TargetHost::Name(id) | TargetHost::Cluster(id) => id.clone(),
-        },
-        port: u32::from(target.port),
     }
 }
 

@@ -43,6 +43,11 @@ pub fn default_name(target: &Target) -> String {
     format!("{host}-{}", target.port)
 }
 
+/// "socks5-1080": a SOCKS5 listener is known by its local port.
+pub fn default_socks_name(local_port: u16) -> String {
+    format!("socks5-{local_port}")
+}
+
 /// `base`, or `base-2`, `base-3`… whichever is not `taken`.
 pub fn unique_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {

@@ -14,14 +14,14 @@ use serde_json::Value;
 
 use bastion_proto::v1::{self as proto, ForwardState};
 
+use crate::forwards::destination::Destination;
 use crate::forwards::forward::{self, Forward};
-use crate::forwards::name::{default_name, new_id, unique_name, validate_name};
+use crate::forwards::name::{default_name, default_socks_name, new_id, unique_name, validate_name};
 use crate::forwards::source::Source;
 use crate::forwards::spec::ForwardSpec;
 use crate::forwards::store::Store;
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
-use bastion_proto::target::{Target, TargetHost};
 use bastion_proto::time::now_ms;
 
 /// Where forwards listen unless asked otherwise: never the network.
@@ -130,13 +130,8 @@ impl Forwards {
         &self,
         request: proto::AddForwardRequest,
     ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<Value>), ForwardError> {
-        let target = request
-            .target
-            .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
-        let target = Target::from_parts(&target.host, target.port)
-            .map_err(|e| ForwardError::InvalidArgument(e.to_string()))?;
-        // A cluster's kubeconfig names the port, so the system may pick it.
-        let may_pick = matches!(target.host, TargetHost::Cluster(_));
+        let target = Destination::of_request(&request).map_err(ForwardError::InvalidArgument)?;
+        let may_pick = target.port_may_be_picked();
         let port = u16::try_from(request.local_port)
             .ok()
             .filter(|p| *p != 0 || may_pick)
@@ -212,12 +207,19 @@ impl Forwards {
             .local_addr()
             .map_err(|e| ForwardError::Internal(format!("cannot read {local}'s port: {e}")))?;
         let name = if name.is_empty() {
-            unique_name(&default_name(&target), |n| {
-                list.iter().any(|f| f.spec.name == n)
-            })
+            let base = match &target {
+                Destination::Fixed(target) => default_name(target),
+                Destination::Socks5 => default_socks_name(port),
+            };
+            unique_name(&base, |n| list.iter().any(|f| f.spec.name == n))
         } else {
             name.to_string()
         };
+        // A VM-name target was made an id before (control/names.rs); a
+        // SOCKS5 listener looks its clients' VM names up in this group.
+        let resource_group = Some(request.resource_group.trim())
+            .filter(|rg| target.is_socks5() && !rg.is_empty())
+            .map(str::to_owned);
         let spec = ForwardSpec {
             id: new_id(),
             name,
@@ -227,7 +229,7 @@ impl Forwards {
             created_at_ms: now_ms(),
             allow_other_users: request.allow_other_users,
             source: Source::Cli,
-            resource_group: None,
+            resource_group,
             unknown: serde_json::Map::new(),
         };
         let mut saved = self.saved(&list);
@@ -387,6 +389,8 @@ impl Forwards {
     }
 }
 
+/// Where the requested forward's connections go: its target, or each
+/// client's choice for a SOCKS5 listener.
 fn find(list: &[Arc<Forward>], selector: &str) -> Result<usize, ForwardError> {
     if let Some(i) = list
         .iter()

@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 
-use bastion_proto::target::Target;
-
+use crate::forwards::destination::Destination;
 use crate::forwards::source::Source;
 use crate::forwards::store::SavedForward;
 
@@ -15,14 +14,15 @@ pub struct ForwardSpec {
     pub id: String,
     pub name: String,
     pub bastion: String,
-    pub target: Target,
+    pub target: Destination,
     pub local: SocketAddr,
     pub created_at_ms: i64,
     /// Serve every local user, not only the daemon's own.
     pub allow_other_users: bool,
     pub source: Source,
-    /// Where a VM-name target (declared forwards keep the name and look it
-    /// up per connection, through the 5-minute cache) is searched.
+    /// Where a VM name is searched: a declared forward's target (declared
+    /// forwards keep the name and look it up per connection, through the
+    /// 5-minute cache) or what a SOCKS5 client asks for.
     pub resource_group: Option<String>,
     /// Saved fields this version does not know, written back as they were.
     pub unknown: serde_json::Map<String, serde_json::Value>,
@@ -35,6 +35,7 @@ impl ForwardSpec {
             name: self.name.clone(),
             bastion: self.bastion.clone(),
             target: self.target.to_string(),
+            resource_group: self.resource_group.clone(),
             bind_address: self.local.ip().to_string(),
             local_port: self.local.port(),
             created_at_ms: self.created_at_ms,
@@ -44,7 +45,7 @@ impl ForwardSpec {
     }
 
     pub fn from_saved(saved: &SavedForward) -> Result<ForwardSpec, String> {
-        let target = Target::parse(&saved.target).map_err(|e| e.to_string())?;
+        let target = Destination::parse(&saved.target).map_err(|e| e.to_string())?;
         let ip = saved
             .bind_address
             .parse()
@@ -58,7 +59,7 @@ impl ForwardSpec {
             created_at_ms: saved.created_at_ms,
             allow_other_users: saved.allow_other_users,
             source: Source::Cli,
-            resource_group: None,
+            resource_group: saved.resource_group.clone(),
             unknown: saved.unknown.clone(),
         })
     }
@@ -79,5 +80,23 @@ impl ForwardSpec {
             other.allow_other_users,
             &other.resource_group,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize as _;
+
+    #[test]
+    fn a_socks5_entry_is_written_back_as_it_was_read() {
+        let entry = serde_json::json!({"id": "0000000c", "name": "proxy", "bastion": "hub",
+            "target": "socks5", "resource_group": "rg-app", "bind_address": "127.0.0.1",
+            "local_port": 1080, "created_at_ms": 3, "labels": {"team": "db"}});
+        let saved = SavedForward::deserialize(&entry).unwrap();
+        let spec = ForwardSpec::from_saved(&saved).unwrap();
+        assert_eq!(spec.target, Destination::Socks5);
+        assert_eq!(spec.resource_group.as_deref(), Some("rg-app"));
+        assert_eq!(spec.to_saved().to_entry(), entry);
     }
 }

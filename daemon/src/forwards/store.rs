@@ -28,7 +28,9 @@ pub struct SavedForward {
     pub id: String,
     pub name: String,
     pub bastion: String,
-    /// As users type it: "10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…:22".
+    /// As users type it: "10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…:22";
+    /// "socks5" for a SOCKS5 listener (no port: an older daemon keeps such
+    /// an entry unstarted instead of misreading it).
     pub target: String,
     pub bind_address: String,
     pub local_port: u16,
@@ -37,6 +39,10 @@ pub struct SavedForward {
     /// still read the file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_other_users: bool,
+    /// Where a SOCKS5 listener's clients' VM names are looked up; left out
+    /// when unset (a forward added with bastionctl keeps the VM's id instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
     /// Fields this version does not know (a newer one wrote them): kept
     /// and written back as they were.
     #[serde(flatten)]
@@ -212,6 +218,7 @@ mod tests {
             local_port: 2222,
             created_at_ms: 1,
             allow_other_users: false,
+            resource_group: None,
             unknown: Map::new(),
         }
     }

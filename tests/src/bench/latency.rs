@@ -26,13 +26,19 @@ pub async fn open(addr: SocketAddr) -> anyhow::Result<TcpStream> {
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        stream.write_all(b"x").await?;
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.context("no echo")?;
-        ensure!(&byte == b"x", "echoed {byte:?}, not the byte sent");
+        first_echo(&mut stream).await?;
         Ok(stream)
     })
     .await
+}
+
+/// One byte to the echo service and back: the end of a timed setup.
+pub async fn first_echo(stream: &mut TcpStream) -> anyhow::Result<()> {
+    stream.write_all(b"x").await?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).await.context("no echo")?;
+    ensure!(&byte == b"x", "echoed {byte:?}, not the byte sent");
+    Ok(())
 }
 
 /// `n` sequential setups, each timed from connect to the first echoed byte.

@@ -12,8 +12,10 @@
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
 //! - [`aks`]: kubectl through an AKS forward against a plain forward
+//! - [`socks`]: a SOCKS5 listener's setup against a forward's, LAN and WAN
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
-//! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse
+//! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse;
+//!   [`descriptors`]: which descriptors it holds, by kind
 //! - [`suite`]: one run, measurement by measurement
 //! - [`log`]: where everything but the table goes
 //! - [`metric`], [`stats`]: named figures, percentiles, medians, ratios
@@ -25,6 +27,7 @@ pub mod bare;
 pub mod bare_child;
 pub mod bulk;
 pub mod concurrency;
+pub mod descriptors;
 pub mod latency;
 pub mod log;
 pub mod machine;
@@ -35,6 +38,7 @@ pub mod proxycommand;
 pub mod report;
 pub mod resources;
 pub mod soak;
+pub mod socks;
 pub mod stats;
 pub mod suite;
 pub mod targets;

@@ -1,11 +1,13 @@
 //! `bench --soak MINUTES`: the daemon under hours of ordinary abuse, in
 //! minutes. Connections open and close at a steady rate through its
-//! forwards, a mix of echo, download and slow-reader connections, while the
+//! forwards, a mix of echo, download, slow-reader and typing connections (a
+//! terminal's keystrokes for seconds), while the
 //! emulator answers every fifth upgrade with HTTP after the 101 (a retry
 //! covers that) and now and then drops every live WebSocket (nothing can
 //! cover that for a connection that has carried bytes). At the start and the
-//! end, with no traffic: the daemon's RSS, open descriptors, threads, active
-//! connections and the live Bastion sessions. Not run in CI.
+//! end, with no traffic: the daemon's RSS, open descriptors (by kind, so a
+//! difference says what it is), threads, runtime tasks, active connections
+//! and the live Bastion sessions. Not run in CI.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::descriptors::Descriptors;
 use super::log::BenchLog;
 use super::options::Options;
 use super::resources::Process;
@@ -40,16 +43,34 @@ const DOWNLOAD_BYTES: u64 = 256 * 1024;
 const SLOW_READ: usize = 4096;
 const SLOW_PAUSE: Duration = Duration::from_millis(2);
 const SLOW_BYTES: u64 = 512 * 1024;
+/// A typing connection sends a keystroke this often and waits for its echo,
+/// for [`TYPING_FOR`]: long enough that every drop of the WebSockets finds a
+/// dozen of them in flight, so the soak sees that fault, not only its timer.
+const KEYSTROKE_EVERY: Duration = Duration::from_millis(100);
+const TYPING_FOR: Duration = Duration::from_secs(3);
+/// The kinds of connection, taken in turn.
+const KINDS: u64 = 5;
+/// After the last connection, how long the daemon may take to close what it
+/// keeps for the next burst: its HTTPS pool closes connections idle for 90 s
+/// (`POOL_IDLE_TIMEOUT` in daemon/src/azure/http.rs), reaped on a timer of
+/// that period, so up to twice that, plus a margin.
+const IDLE_DRAIN_WITHIN: Duration = Duration::from_secs(200);
+/// How often the descriptors are counted while waiting for that.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What the daemon holds, at rest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub rss_kib: u64,
-    pub fds: usize,
+    pub fds: Descriptors,
     pub threads: u64,
+    pub tasks: u64,
     pub active_connections: u64,
     pub live_sessions: u64,
 }
+
+/// One row of the report: a figure of a sample, as printed.
+type Figure = fn(&Sample) -> String;
 
 /// A soak's outcome.
 #[derive(Debug)]
@@ -57,6 +78,10 @@ pub struct SoakReport {
     pub minutes: u64,
     pub start: Sample,
     pub end: Sample,
+    /// Once the descriptors came back to the start's count (or
+    /// [`IDLE_DRAIN_WITHIN`] passed), and how long after `end` that was.
+    pub idle: Sample,
+    pub idle_after: Duration,
     pub connections: u64,
     /// Failed while a drop of every WebSocket happened during their life.
     pub cut_by_drops: u64,
@@ -66,9 +91,13 @@ pub struct SoakReport {
 
 impl SoakReport {
     pub fn table(&self) -> String {
-        let row =
-            |name: &str, start: String, end: String| format!("{name:<22}{start:>12}{end:>12}\n");
-        let (s, e) = (self.start, self.end);
+        let idle_column = format!("+{} s idle", self.idle_after.as_secs());
+        let row = |name: &str, values: [String; 3]| {
+            let [a, b, c] = values;
+            format!("{name:<22}{a:>12}{b:>12}{c:>14}\n")
+        };
+        let samples = [&self.start, &self.end, &self.idle];
+        let each = |figure: Figure| samples.map(figure);
         let mut out = format!(
             "soak: {} minutes, {} connections, {} cut by dropped WebSockets, {} lost\n",
             self.minutes,
@@ -76,24 +105,22 @@ impl SoakReport {
             self.cut_by_drops,
             self.lost.len()
         );
-        out.push_str(&row("", "start".into(), "end".into()));
-        let figures = [
-            ("RSS (KiB)", s.rss_kib.to_string(), e.rss_kib.to_string()),
-            ("open descriptors", s.fds.to_string(), e.fds.to_string()),
-            ("threads", s.threads.to_string(), e.threads.to_string()),
-            (
-                "active connections",
-                s.active_connections.to_string(),
-                e.active_connections.to_string(),
-            ),
-            (
-                "live sessions",
-                s.live_sessions.to_string(),
-                e.live_sessions.to_string(),
-            ),
+        out.push_str(&row("", ["start".into(), "end".into(), idle_column]));
+        let figures: [(&str, Figure); 6] = [
+            ("RSS (KiB)", |s| s.rss_kib.to_string()),
+            ("open descriptors", |s| s.fds.total().to_string()),
+            ("threads", |s| s.threads.to_string()),
+            ("runtime tasks", |s| s.tasks.to_string()),
+            ("active connections", |s| s.active_connections.to_string()),
+            ("live sessions", |s| s.live_sessions.to_string()),
         ];
-        for (name, start, end) in figures {
-            out.push_str(&row(name, start, end));
+        for (name, figure) in figures {
+            out.push_str(&row(name, each(figure)));
+        }
+        for (when, sample) in [("at the end", &self.end), ("once idle", &self.idle)] {
+            for change in sample.fds.changes_since(&self.start.fds) {
+                out.push_str(&format!("descriptors {when}: {change}\n"));
+            }
         }
         for lost in self.lost.iter().take(10) {
             out.push_str(&format!("lost: {lost}\n"));
@@ -117,6 +144,7 @@ pub async fn run(opts: &Options, minutes: u64, log: &BenchLog) -> anyhow::Result
         .run(&world, &drops, Duration::from_secs(minutes * 60), true)
         .await;
     let end = sample(&world).await?;
+    let (idle, idle_after) = sample_once_idle(&world, &start).await?;
     let leaked = world.stop(log, "soak").await?;
     anyhow::ensure!(
         leaked == 0,
@@ -126,6 +154,8 @@ pub async fn run(opts: &Options, minutes: u64, log: &BenchLog) -> anyhow::Result
         minutes,
         start,
         end,
+        idle,
+        idle_after,
         connections: traffic.connections,
         cut_by_drops: traffic.cut_by_drops,
         lost: traffic.lost,
@@ -145,11 +175,28 @@ async fn sample(world: &World) -> anyhow::Result<Sample> {
         .context("no Threads in /proc/PID/status")?;
     Ok(Sample {
         rss_kib: process.rss_kib()?,
-        fds: std::fs::read_dir(format!("/proc/{}/fd", world.daemon.pid()))?.count(),
+        fds: Descriptors::of(world.daemon.pid())?,
         threads,
+        tasks: status["tasks"]
+            .as_u64()
+            .context("status --json has no tasks")?,
         active_connections: status["active_connections"].as_u64().unwrap_or_default(),
         live_sessions: world.env.emulator.ledger().live_sessions,
     })
+}
+
+/// The daemon once its descriptors are back to `start`'s count, or after
+/// [`IDLE_DRAIN_WITHIN`]: what it keeps for the next burst is gone by then,
+/// so what remains is a leak.
+async fn sample_once_idle(world: &World, start: &Sample) -> anyhow::Result<(Sample, Duration)> {
+    let waiting = Instant::now();
+    while waiting.elapsed() < IDLE_DRAIN_WITHIN
+        && Descriptors::of(world.daemon.pid())?.total() > start.fds.total()
+    {
+        tokio::time::sleep(IDLE_POLL).await;
+    }
+    let waited = waiting.elapsed();
+    Ok((sample(world).await?, waited))
 }
 
 #[derive(Default)]
@@ -188,10 +235,11 @@ impl Traffic {
             let drops = drops.clone();
             running.push(tokio::spawn(async move {
                 let before = drops.load(Ordering::SeqCst);
-                let result = match n % 4 {
+                let result = match n % KINDS {
                     0 => echo_roundtrip(routes.echo, &payload(ECHO_BYTES, n)).await,
                     1 => source_read(routes.source, DOWNLOAD_BYTES).await,
                     2 => slow_read(routes.source, SLOW_BYTES).await,
+                    3 => typing(routes.echo).await,
                     _ => echo_roundtrip(routes.echo, b"a keystroke").await,
                 };
                 let cut = drops.load(Ordering::SeqCst) != before;
@@ -207,6 +255,21 @@ impl Traffic {
             }
         }
     }
+}
+
+/// Types into an echo service for [`TYPING_FOR`], a keystroke every
+/// [`KEYSTROKE_EVERY`], each echoed before the next.
+async fn typing(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let started = Instant::now();
+    let mut echoed = [0u8; 1];
+    while started.elapsed() < TYPING_FOR {
+        stream.write_all(b"k").await?;
+        stream.read_exact(&mut echoed).await?;
+        anyhow::ensure!(&echoed == b"k", "the echo sent back {echoed:?}");
+        tokio::time::sleep(KEYSTROKE_EVERY).await;
+    }
+    Ok(())
 }
 
 /// Reads `n` bytes from a source service slowly, as a terminal draws output.

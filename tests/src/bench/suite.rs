@@ -5,7 +5,8 @@
 //! to the bench log. WAN mode (`--rtt-ms`) measures only setup and round
 //! trips ([`wan`](super::wan)); the LAN run adds the ProxyCommand figures
 //! ([`proxycommand`](super::proxycommand)) and kubectl's through an AKS
-//! forward ([`aks`](super::aks)) after its latency.
+//! forward ([`aks`](super::aks)) after its latency. Both time a SOCKS5
+//! listener against a forward ([`socks`](super::socks)).
 
 use std::time::Duration;
 
@@ -113,6 +114,7 @@ impl Run<'_> {
         self.warm_up().await;
         self.latency().await;
         self.proxycommand().await;
+        self.socks().await;
         self.aks().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;

@@ -32,6 +32,7 @@ impl Run<'_> {
         }
         self.warm_up().await;
         self.wan_latency().await;
+        self.socks().await;
         true
     }
 

@@ -159,6 +159,13 @@ impl BastionSpec {
         }
     }
 
+    /// This spec changed by `change` (`BastionSpec::standard("basic").with(|b|
+    /// b.sku = "Basic".into())`).
+    pub fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
+        self
+    }
+
     /// A Developer bastion: name "bastion-<key>", rg "rg-<key>", no
     /// "Native client support" or "IP-based connection" flags (the SKU has neither).
     pub fn developer(key: &str) -> Self {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use tempfile::TempDir;
 
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, Ledger};
 use crate::harness::bins;
 
 /// Unix socket paths must fit in `sun_path` (108 bytes); keep a margin.
@@ -65,6 +65,18 @@ impl TestEnv {
             )
             .await?;
         Ok(())
+    }
+
+    /// Waits until every Bastion session is deleted and every WebSocket
+    /// closed; the ledger then, for further checks.
+    pub async fn wait_all_ended(&self, what: &str) -> anyhow::Result<Ledger> {
+        self.emulator
+            .wait_for(
+                what,
+                |l| l.live_sessions == 0 && l.open_websockets == 0,
+                crate::harness::STEP_TIMEOUT,
+            )
+            .await
     }
 
     /// An emulator with its defaults (one bastion "hub").

@@ -63,32 +63,38 @@ pub async fn echo_roundtrip_within(
             let stream = TcpStream::connect(addr)
                 .await
                 .with_context(|| format!("cannot connect to {addr}"))?;
-            stream.set_nodelay(true)?;
-            let (mut reader, mut writer) = stream.into_split();
-            let write = async {
-                for chunk in data.chunks(WRITE_CHUNK) {
-                    writer.write_all(chunk).await.context("write failed")?;
-                }
-                anyhow::Ok(())
-            };
-            let read = async {
-                let mut echoed = vec![0u8; data.len()];
-                reader
-                    .read_exact(&mut echoed)
-                    .await
-                    .context("the echo ended early")?;
-                anyhow::Ok(echoed)
-            };
-            let ((), echoed) = tokio::try_join!(write, read)?;
-            ensure!(
-                sha256_hex(&echoed) == sha256_hex(data),
-                "echoed bytes differ from the bytes sent ({} bytes)",
-                data.len()
-            );
-            Ok(())
+            echo_over(stream, data).await
         },
     )
     .await
+}
+
+/// [`echo_roundtrip`] on a connection already made (through a SOCKS5
+/// handshake, say); not bounded in time by itself.
+pub async fn echo_over(stream: TcpStream, data: &[u8]) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let write = async {
+        for chunk in data.chunks(WRITE_CHUNK) {
+            writer.write_all(chunk).await.context("write failed")?;
+        }
+        anyhow::Ok(())
+    };
+    let read = async {
+        let mut echoed = vec![0u8; data.len()];
+        reader
+            .read_exact(&mut echoed)
+            .await
+            .context("the echo ended early")?;
+        anyhow::Ok(echoed)
+    };
+    let ((), echoed) = tokio::try_join!(write, read)?;
+    ensure!(
+        sha256_hex(&echoed) == sha256_hex(data),
+        "echoed bytes differ from the bytes sent ({} bytes)",
+        data.len()
+    );
+    Ok(())
 }
 
 /// Asks a source service at `addr` for `n` bytes, reads to EOF and checks

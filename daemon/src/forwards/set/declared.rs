@@ -13,6 +13,7 @@ use bastion_proto::time::now_ms;
 
 use super::{DEFAULT_BIND, ForwardError, Forwards, overlaps};
 use crate::config::{DeclaredForward, Settings};
+use crate::forwards::destination::Destination;
 use crate::forwards::forward::{self, Forward};
 use crate::forwards::name::{new_id, validate_name};
 use crate::forwards::source::Source;
@@ -130,7 +131,10 @@ fn declared_spec(
     let invalid =
         |message: String| ForwardError::InvalidArgument(format!("`forwards.{name}`: {message}"));
     validate_name(name).map_err(invalid)?;
-    let target = entry.parsed_target().map_err(invalid)?;
+    let target = match entry.parsed_target().map_err(invalid)? {
+        Some(target) => Destination::Fixed(target),
+        None => Destination::Socks5,
+    };
     let bastion = entry
         .bastion
         .as_deref()
