@@ -243,13 +243,7 @@ async fn add_forward(
         name: name.to_owned(),
         ..AddForwardRequest::default()
     };
-    client
-        .add_forward(request)
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .forward
-        .context("the daemon's answer carries no forward")
+    daemon::add_forward(client, request).await
 }
 
 /// Whether `command` is an executable file in one of PATH's directories.
