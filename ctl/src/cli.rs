@@ -15,6 +15,7 @@ const EXAMPLES: &str = "Examples:
   bastionctl forward add 10.1.0.4:22 2222 --name dev-ssh   # then: ssh -p 2222 me@127.0.0.1
   bastionctl forward add myvm:22 2223                       # a VM by name (looked up through ARM)
   bastionctl forward list
+  bastionctl aks add my-private-cluster                     # then: kubectl --context my-private-cluster get nodes
   bastionctl socks add 1080        # then: ssh -o 'ProxyCommand nc -X 5 -x 127.0.0.1:1080 %h %p' myvm
   bastionctl ssh-config --host '10.1.*' >> ~/.ssh/config     # ssh 10.1.0.4 goes through bastiond
   bastionctl service install                                  # run bastiond under systemd --user";
@@ -83,6 +84,58 @@ pub enum Command {
         #[command(subcommand)]
         command: BastionCommand,
     },
+    /// Private AKS clusters: a forward to the API server and a kubeconfig context.
+    Aks {
+        #[command(subcommand)]
+        command: AksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AksCommand {
+    /// Forward a local port to CLUSTER's API server and add a context for it to the kubeconfig.
+    Add(AksAddArgs),
+    /// The AKS forwards and their kubeconfig contexts.
+    List {
+        /// Print a JSON array (stable field names).
+        #[arg(long)]
+        json: bool,
+        /// Kubeconfig [default: $KUBECONFIG's first file, else ~/.kube/config].
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Remove CLUSTER's forward and the kubeconfig entries `aks add` wrote, nothing else.
+    Remove {
+        /// The cluster's name or resource id, or the forward's name.
+        cluster: String,
+        /// Kubeconfig [default: $KUBECONFIG's first file, else ~/.kube/config].
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AksAddArgs {
+    /// The cluster's name (looked up in the bastion's subscription) or its resource id.
+    pub cluster: String,
+    /// Resource group to look the cluster's name up in [default: the bastion's whole subscription].
+    #[arg(long, value_name = "RG")]
+    pub resource_group: Option<String>,
+    /// Bastion to go through (a key of [bastions] in config.toml).
+    #[arg(long)]
+    pub bastion: Option<String>,
+    /// Use the cluster's admin credential (listClusterAdminCredential).
+    #[arg(long)]
+    pub admin: bool,
+    /// Local port [default: a free one the system picks].
+    #[arg(long, value_parser = parse_local_port)]
+    pub port: Option<u16>,
+    /// Name of the context, and of the cluster and user entries it uses [default: ARM's context name].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Kubeconfig to merge into [default: $KUBECONFIG's first file, else ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Which bastion a target is reached through, and where its VM name is looked up.

@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use bastion_proto::client::ClientError;
 use bastion_proto::v1::control_client::ControlClient;
-use bastion_proto::v1::{Forward, ListForwardsRequest, StatusRequest, StatusResponse};
+use bastion_proto::v1::{
+    AddForwardRequest, Forward, ListForwardsRequest, StatusRequest, StatusResponse,
+};
 use tonic::transport::Channel;
 
 use crate::exit::Exit;
@@ -49,6 +52,20 @@ pub async fn forwards(client: &mut Client) -> anyhow::Result<Vec<Forward>> {
         .map_err(rpc_error)?
         .into_inner()
         .forwards)
+}
+
+/// Adds the forward `request` asks for; the daemon's answer is the new forward.
+pub async fn add_forward(
+    client: &mut Client,
+    request: AddForwardRequest,
+) -> anyhow::Result<Forward> {
+    client
+        .add_forward(request)
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .forward
+        .context("the daemon's answer carries no forward")
 }
 
 /// Fetches the daemon's status, checking its version on the way.

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use bastion_proto::target::Target;
 use bastion_proto::v1::{self as proto, AddForwardRequest, Forward, RemoveForwardRequest};
 
@@ -41,13 +40,7 @@ pub async fn add_listener(
         allow_other_users: listen.allow_other_users,
         resource_group: listen.via.resource_group.unwrap_or_default(),
     };
-    client
-        .add_forward(request)
-        .await
-        .map_err(rpc_error)?
-        .into_inner()
-        .forward
-        .context("the daemon's answer carries no forward")
+    daemon::add_forward(&mut client, request).await
 }
 
 /// What `forward add` and `socks add` print for the new forward.
@@ -115,7 +108,7 @@ fn render_list(forwards: &[Forward], now_ms: i64) -> String {
             vec![
                 f.name.clone(),
                 output::local_text(&f.bind_address, f.local_port),
-                output::target_text(f.target.as_ref()),
+                output::target_cell(f.target.as_ref()),
                 f.bastion.clone(),
                 f.source.clone(),
                 output::state_name(f.state).to_owned(),

@@ -4,8 +4,7 @@
 //! - `cli`        : the clap command tree (flags, subcommands, value parsers)
 //! - `daemon`     : reaching the daemon (socket, version check, gRPC errors)
 //! - `output`     : table and JSON rendering shared by the commands
-//! - `forward`    : `forward add|list|remove`
-//! - `watch`      : `forward watch`
+//! - `forward`    : `forward add|list|remove` (`watch`: `forward watch`)
 //! - `socks`      : `socks add`, a SOCKS5 listener (a forward whose clients name the target)
 //! - `status`     : `status` and `reload`
 //! - `connect`    : `connect`, stdio <-> the daemon's Connect stream (ssh ProxyCommand),
@@ -16,12 +15,15 @@
 //! - `doctor`     : `doctor TARGET`, the daemon's step-by-step check printed
 //! - `discover`   : `bastion discover`, the bastions the daemon's credential sees
 //! - `bastion`    : `bastion add|list|remove`, through `settings_file` (format-preserving edits)
-//!
+//! - `aks`        : `aks add|remove` (`aks_list`: `aks list`), via `kubeconfig` and `atomic_write`
 //! - `exit`       : the documented exit statuses, and the class of each failure
 //!
 //! Every failure ends as one line `bastionctl: <reason>` on stderr and an
 //! exit status from `exit` that scripts can branch on.
 
+mod aks;
+mod aks_list;
+mod atomic_write;
 mod bastion;
 mod cli;
 mod connect;
@@ -31,6 +33,7 @@ mod docs;
 mod doctor;
 mod exit;
 mod forward;
+mod kubeconfig;
 mod output;
 mod service;
 mod service_env;
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             BastionCommand::List { json, config } => bastion::list(socket, config, json).await,
             BastionCommand::Remove { name, config } => bastion::remove(socket, config, &name).await,
         },
+        Command::Aks { command } => aks::run(socket, command).await,
     }
 }
 

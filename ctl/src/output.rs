@@ -49,6 +49,9 @@ pub struct ForwardJson {
     pub allow_other_users: bool,
     /// "cli" (`forward add`) or "config" (`[forwards.NAME]` in the settings).
     pub source: String,
+    /// What the target is: "ip", "vm", "vm-name", "aks" (a managed cluster's
+    /// API server) or "socks5" (a SOCKS5 listener).
+    pub kind: &'static str,
 }
 
 impl From<&Forward> for ForwardJson {
@@ -71,6 +74,7 @@ impl From<&Forward> for ForwardJson {
             refused_connections: forward.refused_connections,
             allow_other_users: forward.allow_other_users,
             source: forward.source.clone(),
+            kind: forward_kind(forward),
         }
     }
 }
@@ -88,6 +92,58 @@ pub fn target_text(target: Option<&Target>) -> String {
         Some(target) => target.to_string(),
         None => String::new(),
     }
+}
+
+/// What a forward reaches: "socks5" for a SOCKS5 listener (its clients
+/// name the target), else its target's kind.
+pub fn forward_kind(forward: &Forward) -> &'static str {
+    match forward.socks5 {
+        true => bastion_proto::target::SOCKS5_TARGET,
+        false => target_kind(forward.target.as_ref()),
+    }
+}
+
+/// The target's kind as [`bastion_proto::target::TargetHost::kind`] names it.
+pub fn target_kind(target: Option<&Target>) -> &'static str {
+    target
+        .and_then(|t| bastion_proto::target::Target::from_parts(&t.host, t.port).ok())
+        .map_or("unknown", |t| t.host.kind())
+}
+
+/// A target as the tables show it: an AKS cluster as `aks:RG/NAME:443`
+/// rather than its long resource id.
+pub fn target_cell(target: Option<&Target>) -> String {
+    match target.and_then(cluster_of) {
+        Some(id) => {
+            let (rg, name) = cluster_parts(&id);
+            let port = target.map_or(0, |t| t.port);
+            format!("aks:{rg}/{name}:{port}")
+        }
+        None => target_text(target),
+    }
+}
+
+/// The managed cluster a forward goes to, if it goes to one.
+pub fn cluster_id(forward: &Forward) -> Option<String> {
+    cluster_of(forward.target.as_ref()?)
+}
+
+/// The managed cluster's resource id, if `target` is one.
+fn cluster_of(target: &Target) -> Option<String> {
+    use bastion_proto::target::{Target as Parsed, TargetHost};
+    match Parsed::from_parts(&target.host, target.port).ok()?.host {
+        TargetHost::Cluster(id) => Some(id),
+        _ => None,
+    }
+}
+
+/// `(resource group, name)` of a managed cluster's resource id.
+pub fn cluster_parts(id: &str) -> (&str, &str) {
+    let parts: Vec<&str> = id.split('/').collect();
+    (
+        parts.get(4).copied().unwrap_or_default(),
+        parts.last().copied().unwrap_or_default(),
+    )
 }
 
 /// `127.0.0.1:2222`, `[::1]:2222`.
@@ -217,7 +273,7 @@ pub(crate) mod tests {
                 "bytes_up": 10, "bytes_down": 20, "last_error": null,
                 "created_at_ms": 1_700_000_000_000_i64, "setup_retries": 2,
                 "last_error_at_ms": null, "refused_connections": 0,
-                "allow_other_users": false, "source": "cli",
+                "allow_other_users": false, "source": "cli", "kind": "ip",
             })
         );
         let mut failing = forward();
@@ -228,6 +284,17 @@ pub(crate) mod tests {
         assert_eq!(json["last_error"], "Target unreachable");
         assert_eq!(json["last_error_at_ms"], 1_700_000_000_500_i64);
         assert_eq!(json["state"], "error");
+        let mut socks = forward();
+        socks.socks5 = true;
+        socks.target = Some(Target {
+            host: "socks5".into(),
+            port: 0,
+        });
+        let json = serde_json::to_value(ForwardJson::from(&socks)).unwrap();
+        assert_eq!(
+            (&json["kind"], &json["target"]),
+            (&"socks5".into(), &"socks5".into())
+        );
     }
 
     #[test]
@@ -239,6 +306,24 @@ pub(crate) mod tests {
             port: 22,
         };
         assert_eq!(target_text(Some(&target)), "[fd00::4]:22");
+    }
+
+    #[test]
+    fn aks_targets_are_shown_as_such() {
+        let target = Target {
+            host: "/subscriptions/s/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks1".into(),
+            port: 443,
+        };
+        assert_eq!(target_kind(Some(&target)), "aks");
+        assert_eq!(target_cell(Some(&target)), "aks:rg-aks/aks1:443");
+        let ip = Target {
+            host: "10.1.0.4".into(),
+            port: 22,
+        };
+        assert_eq!(
+            (target_kind(Some(&ip)), target_cell(Some(&ip)).as_str()),
+            ("ip", "10.1.0.4:22")
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@ use toml_edit::{DocumentMut, Item, Table, value};
 
 use crate::exit::Exit;
 
+/// A new settings file holds no secret (they come from the environment):
+/// readable by others, as a file the user created would be.
+const NEW_FILE_MODE: u32 = 0o644;
+
 /// Largest bastion name: it is typed on command lines and is a TOML key.
 const MAX_BASTION_NAME_LEN: usize = 64;
 
@@ -143,32 +147,7 @@ impl SettingsFile {
 
     /// Writes the file (directory created if needed): temp file, fsync, rename.
     pub fn save(&self) -> anyhow::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let file_name = self
-            .path
-            .file_name()
-            .context("the settings path names no file")?
-            .to_string_lossy();
-        let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            let mut file = std::fs::File::create(&temp)?;
-            if let Ok(meta) = std::fs::metadata(&self.path) {
-                file.set_permissions(meta.permissions())?;
-            }
-            file.write_all(self.text().as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            anyhow::Error::new(e).context(format!("cannot write {}", self.path.display()))
-        })
+        crate::atomic_write::write(&self.path, self.text().as_bytes(), NEW_FILE_MODE)
     }
 }
 

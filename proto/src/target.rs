@@ -1,7 +1,8 @@
 //! Targets behind a Bastion: an IP address in the VNet, a VM (or a scale-set
-//! instance) by its ARM resource id, or a VM by its name, plus a port. Parsed
-//! from what users type ("10.1.0.4:22", "[fd00::4]:22",
-//! "/subscriptions/…/virtualMachines/vm1:22", "myvm:22").
+//! instance) by its ARM resource id, a VM by its name, or a managed (AKS)
+//! cluster by its ARM resource id, plus a port. Parsed from what users type
+//! ("10.1.0.4:22", "[fd00::4]:22", "/subscriptions/…/virtualMachines/vm1:22",
+//! "myvm:22", "/subscriptions/…/managedClusters/aks1:443").
 
 use std::fmt;
 use std::net::IpAddr;
@@ -26,25 +27,45 @@ pub enum TargetError {
     BadResourceId(String),
 }
 
+/// What a resource id a Bastion tunnel takes names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResourceKind {
+    /// A VM or a scale-set instance.
+    Vm,
+    /// A managed (AKS) cluster: the Bastion reaches its API server.
+    Cluster,
+}
+
 /// What follows `/providers/` in the resource ids a Bastion tunnel takes as
-/// targets (`az network bastion tunnel --target-resource-id`): VMs and
-/// scale-set instances. `*` is any non-empty segment.
-const RESOURCE_SHAPES: [&[&str]; 2] = [
-    &["Microsoft.Compute", "virtualMachines", "*"],
-    &[
-        "Microsoft.Compute",
-        "virtualMachineScaleSets",
-        "*",
-        "virtualMachines",
-        "*",
-    ],
+/// targets (`az network bastion tunnel --target-resource-id`): VMs,
+/// scale-set instances and managed clusters (`az aks bastion`). `*` is any
+/// non-empty segment.
+const RESOURCE_SHAPES: [(ResourceKind, &[&str]); 3] = [
+    (
+        ResourceKind::Vm,
+        &["Microsoft.Compute", "virtualMachines", "*"],
+    ),
+    (
+        ResourceKind::Vm,
+        &[
+            "Microsoft.Compute",
+            "virtualMachineScaleSets",
+            "*",
+            "virtualMachines",
+            "*",
+        ],
+    ),
+    (
+        ResourceKind::Cluster,
+        &["Microsoft.ContainerService", "managedClusters", "*"],
+    ),
 ];
 
 /// The accepted resource-id shapes, for messages.
 fn accepted_shapes() -> String {
     RESOURCE_SHAPES
         .iter()
-        .map(|shape| {
+        .map(|(_, shape)| {
             let mut names = ["<name>", "<instance>"].into_iter();
             let tail: Vec<&str> = shape
                 .iter()
@@ -72,6 +93,21 @@ pub enum TargetHost {
     Vm(String),
     /// A VM's name, looked up through ARM in the bastion's subscription (case-insensitive).
     Name(String),
+    /// A managed (AKS) cluster's ARM resource id: the Bastion reaches its API server.
+    Cluster(String),
+}
+
+impl TargetHost {
+    /// What kind of target this is, as `forward list` shows it: "ip", "vm",
+    /// "vm-name" or "aks".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetHost::Ip(_) => "ip",
+            TargetHost::Vm(_) => "vm",
+            TargetHost::Name(_) => "vm-name",
+            TargetHost::Cluster(_) => "aks",
+        }
+    }
 }
 
 /// Longest Azure VM name (Linux VMs allow 64; Windows fewer, still within it).
@@ -95,7 +131,7 @@ impl fmt::Display for TargetHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TargetHost::Ip(ip) => ip.fmt(f),
-            TargetHost::Vm(id) | TargetHost::Name(id) => f.write_str(id),
+            TargetHost::Vm(id) | TargetHost::Name(id) | TargetHost::Cluster(id) => f.write_str(id),
         }
     }
 }
@@ -195,9 +231,10 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
         return Ok(TargetHost::Ip(ip));
     }
     if s.starts_with('/') {
-        return match is_vm_resource_id(s) {
-            true => Ok(TargetHost::Vm(s.to_string())),
-            false => Err(TargetError::BadResourceId(s.to_string())),
+        return match resource_kind(s) {
+            Some(ResourceKind::Vm) => Ok(TargetHost::Vm(s.to_string())),
+            Some(ResourceKind::Cluster) => Ok(TargetHost::Cluster(s.to_string())),
+            None => Err(TargetError::BadResourceId(s.to_string())),
         };
     }
     // Not an address: a dotted all-digit host is a mistyped IP, not a name.
@@ -208,12 +245,11 @@ fn parse_host(s: &str) -> Result<TargetHost, TargetError> {
     Err(TargetError::BadHost(s.to_string()))
 }
 
-/// `/subscriptions/S/resourceGroups/RG/providers/` followed by one of [`RESOURCE_SHAPES`].
-fn is_vm_resource_id(s: &str) -> bool {
+/// What `s` names when it is `/subscriptions/S/resourceGroups/RG/providers/`
+/// followed by one of [`RESOURCE_SHAPES`]; `None` for any other shape.
+fn resource_kind(s: &str) -> Option<ResourceKind> {
     let parts: Vec<&str> = s.split('/').collect();
-    let Some((scope, tail)) = parts.split_at_checked(6) else {
-        return false;
-    };
+    let (scope, tail) = parts.split_at_checked(6)?;
     let fits = |part: &str, want: &str| match want {
         "*" => !part.is_empty(),
         want => part.eq_ignore_ascii_case(want),
@@ -225,10 +261,15 @@ fn is_vm_resource_id(s: &str) -> bool {
             "" => part.is_empty(),
             want => fits(part, want),
         });
-    scope_ok
-        && RESOURCE_SHAPES.iter().any(|shape| {
+    if !scope_ok {
+        return None;
+    }
+    RESOURCE_SHAPES
+        .iter()
+        .find(|(_, shape)| {
             shape.len() == tail.len() && tail.iter().zip(*shape).all(|(p, w)| fits(p, w))
         })
+        .map(|(kind, _)| *kind)
 }
 
 #[cfg(test)]
@@ -298,13 +339,15 @@ mod tests {
             text.contains("providers/Microsoft.Compute/virtualMachines/<name>")
                 && text.contains(
                     "providers/Microsoft.Compute/virtualMachineScaleSets/<name>/virtualMachines/<instance>"
-                ),
+                )
+                && text.contains("providers/Microsoft.ContainerService/managedClusters/<name>"),
             "{text}"
         );
         for bad in [
             "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/:22",
             "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/s:22",
             "/subscriptions//resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm:22",
+            "/subscriptions/x/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c/agentPools/p:443",
         ] {
             assert!(
                 matches!(parse_target(bad), Err(TargetError::BadResourceId(_))),
@@ -331,6 +374,20 @@ mod tests {
         let text = caveat("10.1.0.4:5432").unwrap();
         assert!(text.contains("SSH (22) and RDP (3389) only"), "{text}");
         assert!(text.contains("VMNAME:5432"), "{text}");
+    }
+
+    #[test]
+    fn parses_managed_clusters() {
+        let id = "/subscriptions/0000/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/aks1";
+        let t = Target::parse(&format!("{id}:443")).unwrap();
+        assert_eq!(t.host, TargetHost::Cluster(id.into()));
+        assert_eq!(t.host.kind(), "aks");
+        assert_eq!(Target::from_parts(id, 443).unwrap(), t);
+        assert_eq!(Target::parse(&t.to_string()).unwrap(), t);
+        assert_eq!(
+            Target::parse(&format!("{VM}:22")).unwrap().host.kind(),
+            "vm"
+        );
     }
 
     #[test]

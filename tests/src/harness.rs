@@ -8,6 +8,7 @@
 //! - [`ctl`]    : running `bastionctl` (`env.ctl(...)`, JSON helpers, forwards)
 //! - [`net`]    : byte helpers (echo round trips with checksums, free ports), all time-bounded
 //! - [`sshd`]   : a throwaway OpenSSH server on 127.0.0.1 for the ssh tests
+//! - [`kubectl`]: the real kubectl with a given kubeconfig (the AKS tests)
 //! - [`socks`]  : a minimal SOCKS5 client, to check a listener's every reply
 //! - [`other_user`]: a second local user (root only) for the owner-only rule
 //! - [`silence`]: a network path that goes silent (a namespace and nftables)
@@ -20,6 +21,7 @@ pub mod bins;
 pub mod ctl;
 pub mod daemon;
 pub mod env;
+pub mod kubectl;
 pub mod net;
 pub mod other_user;
 pub mod silence;

@@ -84,6 +84,13 @@ impl BastionHost {
                          or use a Standard or Premium bastion with \"IP-based connection\"",
                         self.sku, target.port
                     )),
+                    // `az aks bastion` needs Standard or Premium with native client support.
+                    TargetHost::Cluster(_) => refuse(format!(
+                        "bastion {name} uses the {} SKU, which serves VMs only: reaching a managed \
+                         cluster's API server needs a Standard or Premium bastion with \
+                         \"Native client support\"",
+                        self.sku
+                    )),
                     TargetHost::Vm(_) | TargetHost::Name(_) => Ok(()),
                 };
             }
@@ -148,6 +155,19 @@ mod tests {
         assert!(e.contains("Developer") && e.contains("VMNAME:22"), "{e}");
         assert!(host("Developer", false, false).check("hub", &vm).is_ok());
         assert!(host("QuickConnect", false, false).check("hub", &vm).is_ok());
+        let aks = Target::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1:443",
+        )
+        .unwrap();
+        let e = host("Developer", false, false)
+            .check("hub", &aks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Developer") && e.contains("Standard or Premium"),
+            "{e}"
+        );
+        assert!(host("Standard", true, false).check("hub", &aks).is_ok());
         let e = host("Premium", false, true)
             .check("hub", &ip)
             .unwrap_err()

@@ -24,7 +24,7 @@ const API_VERSION: &str = "2024-07-01";
 /// long a deleted-and-recreated VM keeps its old id.
 pub const VM_LISTING_TTL: Duration = Duration::from_secs(5 * 60);
 
-/// Why a VM name could not be turned into a resource id.
+/// Why a VM's (or a managed cluster's) name could not be turned into a resource id.
 #[derive(Debug, thiserror::Error)]
 pub enum VmLookupError {
     /// No VM of that name where we looked (the message says where).
@@ -58,10 +58,15 @@ struct Scope {
 
 impl Scope {
     fn describe(&self) -> String {
-        match &self.resource_group {
-            Some(rg) => format!("resource group {rg} of subscription {}", self.subscription),
-            None => format!("subscription {}", self.subscription),
-        }
+        describe_scope(&self.subscription, self.resource_group.as_deref())
+    }
+}
+
+/// "subscription S", or "resource group RG of subscription S".
+pub fn describe_scope(subscription: &str, resource_group: Option<&str>) -> String {
+    match resource_group {
+        Some(rg) => format!("resource group {rg} of subscription {subscription}"),
+        None => format!("subscription {subscription}"),
     }
 }
 
@@ -168,30 +173,49 @@ async fn instances(
 
 /// The one VM called `name` (case-insensitively) in `vms`.
 fn pick(vms: &[ArmVm], name: &str, scope: &Scope) -> Result<String, VmLookupError> {
-    let found: Vec<&ArmVm> = vms
+    pick_named(
+        vms,
+        |vm| (&vm.id, &vm.name),
+        name,
+        "VM",
+        &scope.describe(),
+        "target it by IP or resource id",
+    )
+    .map(|vm| vm.id.clone())
+}
+
+/// The one item called `name` (case-insensitively) among `items`, whose
+/// resource id and name `parts` gives. The refusals name the `noun` ("VM",
+/// "managed cluster"), the `place` looked in and what to do `instead`.
+pub fn pick_named<'a, T>(
+    items: &'a [T],
+    parts: impl Fn(&T) -> (&str, &str),
+    name: &str,
+    noun: &str,
+    place: &str,
+    instead: &str,
+) -> Result<&'a T, VmLookupError> {
+    let found: Vec<&T> = items
         .iter()
-        .filter(|vm| vm.name.eq_ignore_ascii_case(name))
+        .filter(|item| parts(item).1.eq_ignore_ascii_case(name))
         .collect();
     match found.as_slice() {
-        [vm] => Ok(vm.id.clone()),
+        [item] => Ok(item),
         [] => Err(VmLookupError::NotFound(format!(
-            "no VM named {name:?} in {} (looked through ARM with the daemon's credential); \
-             check the name, or pass --resource-group, or target it by IP or resource id",
-            scope.describe()
+            "no {noun} named {name:?} in {place} (looked through ARM with the daemon's credential); \
+             check the name, or pass --resource-group, or {instead}"
         ))),
         several => {
-            let groups: Vec<String> = several
+            let groups: Vec<&str> = several
                 .iter()
-                .map(|vm| {
-                    arm_list::resource_group_of(&vm.id)
-                        .unwrap_or(&vm.id)
-                        .to_string()
+                .map(|item| {
+                    let id = parts(item).0;
+                    arm_list::resource_group_of(id).unwrap_or(id)
                 })
                 .collect();
             Err(VmLookupError::Ambiguous(format!(
-                "{} VMs are named {name:?} in {}, in resource groups {}; pick one with --resource-group",
+                "{} {noun}s are named {name:?} in {place}, in resource groups {}; pick one with --resource-group",
                 several.len(),
-                scope.describe(),
                 groups.join(", ")
             )))
         }

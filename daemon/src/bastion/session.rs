@@ -65,7 +65,7 @@ async fn create(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/bh-hostConnect/{ip}",
             host.subscription, host.resource_group
         ),
-        TargetHost::Vm(id) => id.clone(),
+        TargetHost::Vm(id) | TargetHost::Cluster(id) => id.clone(),
         // `names::resolve` turns names into ids before any tunnel is opened.
         TargetHost::Name(name) => {
             return Err(AzureError::Precondition(format!(
@@ -75,7 +75,7 @@ async fn create(
     };
     let hostname = match &target.host {
         TargetHost::Ip(ip) => Some(ip.to_string()),
-        TargetHost::Vm(_) | TargetHost::Name(_) => None,
+        TargetHost::Vm(_) | TargetHost::Name(_) | TargetHost::Cluster(_) => None,
     };
     let mut form: Vec<(&str, &str)> = vec![
         ("resourceId", &resource_id),

@@ -213,4 +213,17 @@ impl Control for ControlService {
         let response = crate::control::discover::discover(&connector).await?;
         Ok(Response::new(response))
     }
+
+    async fn cluster_credentials(
+        &self,
+        request: Request<proto::ClusterCredentialsRequest>,
+    ) -> Result<Response<proto::ClusterCredentialsResponse>, Status> {
+        let response = crate::control::clusters::credentials(
+            &self.shared,
+            &self.forwards,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
 }

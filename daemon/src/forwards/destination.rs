@@ -24,8 +24,28 @@ impl Destination {
         Target::parse(text).map(Destination::Fixed)
     }
 
+    /// What an `AddForward` asks for: a SOCKS5 listener (no target), or its target.
+    pub fn of_request(request: &proto::AddForwardRequest) -> Result<Destination, String> {
+        if request.socks5 {
+            return match request.target {
+                Some(_) => Err("a SOCKS5 listener takes no target: its clients name theirs".into()),
+                None => Ok(Destination::Socks5),
+            };
+        }
+        let target = request.target.as_ref().ok_or("a target is required")?;
+        Target::from_parts(&target.host, target.port)
+            .map(Destination::Fixed)
+            .map_err(|e| e.to_string())
+    }
+
     pub fn is_socks5(&self) -> bool {
         matches!(self, Destination::Socks5)
+    }
+
+    /// Whether the system may pick the local port: only for a managed
+    /// cluster, whose kubeconfig `aks add` writes with the port picked.
+    pub fn port_may_be_picked(&self) -> bool {
+        matches!(self, Destination::Fixed(t) if matches!(t.host, TargetHost::Cluster(_)))
     }
 
     /// As `forward list` shows it: host "socks5" and port 0 for a SOCKS5 listener.
@@ -54,7 +74,7 @@ pub fn target_proto(target: &Target) -> proto::Target {
     proto::Target {
         host: match &target.host {
             TargetHost::Ip(ip) => ip.to_string(),
-            TargetHost::Vm(id) | TargetHost::Name(id) => id.clone(),
+            TargetHost::Vm(id) | TargetHost::Name(id) | TargetHost::Cluster(id) => id.clone(),
         },
         port: u32::from(target.port),
     }
@@ -72,7 +92,9 @@ mod tests {
         assert_eq!(socks.to_proto().port, 0);
         let fixed = Destination::parse("[fd00::4]:22").unwrap();
         assert_eq!(fixed.to_string(), "[fd00::4]:22");
-        assert!(!fixed.is_socks5());
+        assert!(!fixed.is_socks5() && !fixed.port_may_be_picked());
+        let cluster = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks1:443";
+        assert!(Destination::parse(cluster).unwrap().port_may_be_picked());
         assert!(Destination::parse("socks5:0").is_err());
         assert!(
             Target::parse(SOCKS5_TARGET).is_err(),

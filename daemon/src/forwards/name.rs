@@ -30,12 +30,14 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// "10.1.0.4-22", "fd00--4-22", "vm1-22".
+/// "10.1.0.4-22", "fd00--4-22", "vm1-22", "aks1-443".
 pub fn default_name(target: &Target) -> String {
     let host = match &target.host {
         TargetHost::Ip(IpAddr::V6(ip)) => ip.to_string().replace(':', "-"),
         TargetHost::Ip(ip) => ip.to_string(),
-        TargetHost::Vm(id) => id.rsplit('/').next().unwrap_or("vm").to_string(),
+        TargetHost::Vm(id) | TargetHost::Cluster(id) => {
+            id.rsplit('/').next().unwrap_or("resource").to_string()
+        }
         TargetHost::Name(name) => name.clone(),
     };
     format!("{host}-{}", target.port)

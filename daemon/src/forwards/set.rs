@@ -22,7 +22,6 @@ use crate::forwards::spec::ForwardSpec;
 use crate::forwards::store::Store;
 use crate::forwards::unrestored::Unrestored;
 use crate::shared::Shared;
-use bastion_proto::target::Target;
 use bastion_proto::time::now_ms;
 
 /// Where forwards listen unless asked otherwise: never the network.
@@ -131,10 +130,11 @@ impl Forwards {
         &self,
         request: proto::AddForwardRequest,
     ) -> Result<(tokio::net::TcpListener, ForwardSpec, Vec<Value>), ForwardError> {
-        let target = destination(&request)?;
+        let target = Destination::of_request(&request).map_err(ForwardError::InvalidArgument)?;
+        let may_pick = target.port_may_be_picked();
         let port = u16::try_from(request.local_port)
             .ok()
-            .filter(|p| *p != 0)
+            .filter(|p| *p != 0 || may_pick)
             .ok_or_else(|| {
                 ForwardError::InvalidArgument(format!(
                     "local port {} is not a number from 1 to 65535",
@@ -185,7 +185,10 @@ impl Forwards {
                 other.spec.local.port()
             )));
         }
-        if let Some(other) = list.iter().find(|f| overlaps(f.spec.local, local)) {
+        if let Some(other) = list
+            .iter()
+            .find(|f| port != 0 && overlaps(f.spec.local, local))
+        {
             return Err(ForwardError::AlreadyExists(format!(
                 "local port {port} is already used by forward {:?} ({} → {})",
                 other.spec.name, other.spec.local, other.spec.target
@@ -200,6 +203,9 @@ impl Forwards {
                 _ => ForwardError::Internal(message),
             }
         })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| ForwardError::Internal(format!("cannot read {local}'s port: {e}")))?;
         let name = if name.is_empty() {
             let base = match &target {
                 Destination::Fixed(target) => default_name(target),
@@ -385,24 +391,6 @@ impl Forwards {
 
 /// Where the requested forward's connections go: its target, or each
 /// client's choice for a SOCKS5 listener.
-fn destination(request: &proto::AddForwardRequest) -> Result<Destination, ForwardError> {
-    if request.socks5 {
-        if request.target.is_some() {
-            return Err(ForwardError::InvalidArgument(
-                "a SOCKS5 listener takes no target: its clients name theirs".into(),
-            ));
-        }
-        return Ok(Destination::Socks5);
-    }
-    let target = request
-        .target
-        .as_ref()
-        .ok_or_else(|| ForwardError::InvalidArgument("a target is required".into()))?;
-    Target::from_parts(&target.host, target.port)
-        .map(Destination::Fixed)
-        .map_err(|e| ForwardError::InvalidArgument(e.to_string()))
-}
-
 fn find(list: &[Arc<Forward>], selector: &str) -> Result<usize, ForwardError> {
     if let Some(i) = list
         .iter()

@@ -1,6 +1,8 @@
 //! Figures as a flat list of named metrics, each with a value per path, so
 //! medians across runs, ratios, the table and the JSON are written once.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::stats;
@@ -94,6 +96,38 @@ impl Sheet {
     ) {
         self.0
             .push(Metric::new(key, label, unit, better, [v, None, None]));
+    }
+
+    /// Two of the daemon's figures sampled in turns, and their difference
+    /// (first − second): p50 and p99 rows for each of `rows` (key, label),
+    /// empty when `samples` failed. Returns the difference at p50.
+    pub fn daemon_pair(
+        &mut self,
+        rows: &[(&str, String); 3],
+        samples: Option<&(Vec<Duration>, Vec<Duration>)>,
+    ) -> Option<f64> {
+        let mut figures = [[None; 2]; 3];
+        if let Some((first, second)) = samples {
+            for (j, p) in [50.0, 99.0].into_iter().enumerate() {
+                let a = stats::percentile_ms(first, p);
+                let b = stats::percentile_ms(second, p);
+                figures[0][j] = a;
+                figures[1][j] = b;
+                figures[2][j] = a.zip(b).map(|(a, b)| a - b);
+            }
+        }
+        for ((key, label), values) in rows.iter().zip(figures) {
+            for (p, value) in ["p50", "p99"].into_iter().zip(values) {
+                self.daemon(
+                    &format!("{key}.{p}_ms"),
+                    &format!("{label} {p}"),
+                    "ms",
+                    Better::Lower,
+                    value,
+                );
+            }
+        }
+        figures[2][0]
     }
 
     pub fn get(&self, key: &str) -> Option<&Metric> {

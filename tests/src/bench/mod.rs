@@ -11,6 +11,7 @@
 //! - [`pattern`]: the bytes moved and their checks
 //! - [`bulk`], [`latency`], [`concurrency`], [`resources`]: the measurements
 //! - [`proxycommand`]: `bastionctl connect` (ssh's ProxyCommand) timed
+//! - [`aks`]: kubectl through an AKS forward against a plain forward
 //! - [`socks`]: a SOCKS5 listener's setup against a forward's, LAN and WAN
 //! - [`wan`]: WAN mode (`--rtt-ms`), setup in round trips
 //! - [`soak`]: `--soak MINUTES`, the daemon's resources after long abuse;
@@ -21,6 +22,7 @@
 //! - [`targets`]: the performance goals judged on the figures
 //! - [`machine`], [`report`]: what ran where, the table and the JSON file
 
+pub mod aks;
 pub mod bare;
 pub mod bare_child;
 pub mod bulk;

@@ -14,8 +14,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::latency;
 use super::log::BenchLog;
-use super::metric::Better;
-use super::stats::percentile_ms;
 use super::suite::Run;
 use super::world::{Path, echo_target};
 use crate::harness::{TestEnv, within};
@@ -83,18 +81,8 @@ impl Run<'_> {
         let n = self.opts.setup_conns;
         let sampled = self.paired_samples(n).await;
         let sampled = self.note("ProxyCommand (a2) against a forward", sampled);
-        let mut figures = [[None; 2]; 3];
-        if let Some((forward, connect)) = sampled {
-            for (j, p) in [50.0, 99.0].into_iter().enumerate() {
-                let f = percentile_ms(&forward, p);
-                let c = percentile_ms(&connect, p);
-                figures[0][j] = c;
-                figures[1][j] = f;
-                figures[2][j] = c.zip(f).map(|(c, f)| c - f);
-            }
-        }
-        self.progress("ProxyCommand extra p50", "(a2)", figures[2][0], "ms");
-        self.settle("ProxyCommand").await;
+        // The samples are (forward, connect); the rows put (a2) first.
+        let sampled = sampled.map(|(forward, connect)| (connect, forward));
         let rows = [
             (
                 "proxycommand.connect",
@@ -109,18 +97,9 @@ impl Run<'_> {
                 "ProxyCommand extra, (a2) − (a)".to_owned(),
             ),
         ];
-        let sheet = &mut self.out.sheet;
-        for ((key, label), values) in rows.iter().zip(figures) {
-            for (p, value) in ["p50", "p99"].into_iter().zip(values) {
-                sheet.daemon(
-                    &format!("{key}.{p}_ms"),
-                    &format!("{label} {p}"),
-                    "ms",
-                    Better::Lower,
-                    value,
-                );
-            }
-        }
+        let extra = self.out.sheet.daemon_pair(&rows, sampled.as_ref());
+        self.progress("ProxyCommand extra p50", "(a2)", extra, "ms");
+        self.settle("ProxyCommand").await;
     }
 
     /// `n` forward setups and `n` connect setups, alternating.

@@ -4,8 +4,9 @@
 //! Failures are recorded and the run goes on; nothing panics. Progress goes
 //! to the bench log. WAN mode (`--rtt-ms`) measures only setup and round
 //! trips ([`wan`](super::wan)); the LAN run adds the ProxyCommand figures
-//! ([`proxycommand`](super::proxycommand)) after its latency. Both time a
-//! SOCKS5 listener against a forward ([`socks`](super::socks)).
+//! ([`proxycommand`](super::proxycommand)) and kubectl's through an AKS
+//! forward ([`aks`](super::aks)) after its latency. Both time a SOCKS5
+//! listener against a forward ([`socks`](super::socks)).
 
 use std::time::Duration;
 
@@ -114,6 +115,7 @@ impl Run<'_> {
         self.latency().await;
         self.proxycommand().await;
         self.socks().await;
+        self.aks().await;
         self.idle_connections().await;
         self.bulk(upload_sha256).await;
         self.concurrency().await;

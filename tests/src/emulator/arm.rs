@@ -1,8 +1,9 @@
 //! Azure Resource Manager: `GET .../providers/Microsoft.Network/bastionHosts/{name}`,
 //! Bearer-authenticated, path matched case-insensitively as ARM does; the
-//! listings (subscriptions, VMs, bastion hosts) are in `arm_list`.
+//! listings (subscriptions, VMs, bastion hosts) are in `arm_list`, managed
+//! clusters (GET and the credential POSTs) in `arm_aks`.
 
-use http::{HeaderMap, StatusCode, Uri, header};
+use http::{HeaderMap, Method, StatusCode, Uri, header};
 use serde_json::{Value, json};
 
 use super::http::{Resp, arm_error, json, query_param};
@@ -23,7 +24,26 @@ pub(crate) fn get(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
     if let Some(resp) = super::arm_list::route(shared, &tenant, path) {
         return resp;
     }
+    if let Some(resp) = super::arm_aks::route(shared, &Method::GET, uri, path) {
+        return resp;
+    }
     get_bastion(shared, path)
+}
+
+/// ARM's POST actions: the managed clusters' credential lists.
+pub(crate) fn post(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Resp {
+    if let Err(refused) = authorize(shared, uri, headers) {
+        return *refused;
+    }
+    let path = uri.path().trim_end_matches('/');
+    super::arm_aks::route(shared, &Method::POST, uri, path).unwrap_or_else(|| {
+        shared.ledger.reject("arm_no_such_action");
+        arm_error(
+            StatusCode::NOT_FOUND,
+            "InvalidResourceType",
+            "The resource type could not be found in the namespace for api version.",
+        )
+    })
 }
 
 /// Counts the call and checks the bearer token (its tenant against the

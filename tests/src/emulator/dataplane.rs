@@ -240,7 +240,9 @@ pub(crate) fn resolve_target(
             by_ip: true,
         });
     }
-    // A VM, or an instance of a scale set: what `--target-resource-id` takes.
+    // A VM, or an instance of a scale set: what `--target-resource-id` takes;
+    // or a managed cluster, whose API server's private endpoint `az aks
+    // bastion` reaches the same way. The bastion of its subscription serves it.
     let vm_like = is(namespace, "Microsoft.Compute")
         && match rest {
             [] => is(kind, "virtualMachines"),
@@ -249,24 +251,38 @@ pub(crate) fn resolve_target(
             }
             _ => false,
         };
-    if !vm_like {
-        return Err(invalid("bad_resource_id"));
-    }
-    let vm = super::vms::by_resource_id(resource_id).ok_or_else(|| {
+    let cluster = is(namespace, "Microsoft.ContainerService")
+        && is(kind, "managedClusters")
+        && rest.is_empty();
+    let not_found = |reason, what: &str| {
         let name = segs.last().copied().unwrap_or_default();
         refuse(
             StatusCode::NOT_FOUND,
-            "unknown_vm",
-            format!("Virtual machine {name} was not found."),
+            reason,
+            format!("{what} {name} was not found."),
         )
-    })?;
+    };
+    let (ip, subscription) = if vm_like {
+        let vm = super::vms::by_resource_id(resource_id)
+            .ok_or_else(|| not_found("unknown_vm", "Virtual machine"))?;
+        (vm.private_ip, vm.subscription)
+    } else if cluster {
+        let found = shared
+            .clusters
+            .find(rg, name)
+            .filter(|_| is(sub, super::DEFAULT_SUBSCRIPTION))
+            .ok_or_else(|| not_found("unknown_cluster", "Managed cluster"))?;
+        (found.spec.private_ip, super::DEFAULT_SUBSCRIPTION)
+    } else {
+        return Err(invalid("bad_resource_id"));
+    };
     let bastion = bastions
         .into_iter()
-        .find(|b| b.subscription.eq_ignore_ascii_case(vm.subscription))
+        .find(|b| b.subscription.eq_ignore_ascii_case(subscription))
         .ok_or_else(|| invalid("bad_resource_id"))?;
     Ok(Target {
         bastion,
-        ip: IpAddr::V4(vm.private_ip),
+        ip: IpAddr::V4(ip),
         by_ip: false,
     })
 }

@@ -29,6 +29,15 @@ pub struct Ledger {
     /// Developer-SKU `POST /api/connection` answered with a data pod.
     #[serde(default)]
     pub pod_lookups: u64,
+    /// ARM managed-cluster listings answered (cluster-name lookups).
+    #[serde(default)]
+    pub arm_cluster_lists: u64,
+    /// Kubeconfigs handed out by the credential POSTs.
+    #[serde(default)]
+    pub arm_cluster_credentials: u64,
+    /// Requests the managed clusters' API servers answered.
+    #[serde(default)]
+    pub kube_requests: u64,
     pub sessions_created: u64,
     pub live_sessions: u64,
     /// The most sessions ever live at once.

@@ -3,16 +3,21 @@
 //! of what it saw and fault switches. Tests, demo and benchmarks all stand on it.
 //!
 //! Files: `tls` certificates, `tokens` signing, `entra` token endpoint, `arm` bastion
-//! lookup, `dataplane` token POST/DELETE, `sessions` their state, `tunnel` the
-//! WebSocket upgrade, `developer` the Developer SKU's `/api/connection` and its
-//! data-pod assignments, `relay` the byte pump, `vnet` target services, `ledger`
+//! lookup, `clusters` the private AKS clusters, `aks` their PKI and kubeconfigs,
+//! `arm_aks` their ARM side, `kube_api` their API servers, `dataplane` token
+//! POST/DELETE, `sessions` their state, `tunnel` the WebSocket upgrade,
+//! `developer` the Developer SKU's `/api/connection` and its data-pod
+//! assignments, `relay` the byte pump, `vnet` target services, `ledger`
 //! counters, `faults` switches, `vms` the VMs ARM lists, `fake_az` the Azure CLI stand-in, `info` files on
 //! disk, `http` response helpers, `server` the listener and router, `latency`
 //! the WAN delay line in front of it (with `precise_sleep` its timer).
 
+mod aks;
 mod arm;
+mod arm_aks;
 mod arm_list;
 pub mod client;
+mod clusters;
 mod dataplane;
 mod developer;
 mod entra;
@@ -20,6 +25,7 @@ mod fake_az;
 mod faults;
 mod http;
 mod info;
+mod kube_api;
 mod latency;
 mod ledger;
 mod precise_sleep;
@@ -42,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use clusters::{API_SERVER_PORT, CLUSTERS, ClusterSpec};
 pub use fake_az::{AZ_USER, az_main};
 pub use faults::{DropMode, FaultBody, Faults, HandshakeQuirk};
 pub use info::EmulatorInfo;
@@ -205,6 +212,7 @@ pub(crate) struct Shared {
     pub(crate) faults: Arc<Faults>,
     pub(crate) ledger: ledger::LedgerHandle,
     pub(crate) vnet: vnet::Vnet,
+    pub(crate) clusters: aks::Clusters,
     pub(crate) sessions: sessions::Sessions,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -296,12 +304,20 @@ impl Emulator {
                     return Err(e);
                 }
             };
+        let ledger = ledger::LedgerHandle::new();
         let vnet = match vnet::Vnet::start(&tracker, &cancel).await {
             Ok(vnet) => vnet,
             Err(e) => {
                 // Stops the delay line and any service already started.
                 cancel.cancel();
                 return Err(e).context("starting VNet services");
+            }
+        };
+        let clusters = match aks::Clusters::start(&vnet, &ledger, &tracker, &cancel).await {
+            Ok(clusters) => clusters,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e).context("starting the managed clusters");
             }
         };
 
@@ -327,8 +343,9 @@ impl Emulator {
             pods: developer::PodAssignments::default(),
             signer: tokens::Signer::new(),
             faults: Arc::new(Faults::new(cfg.token_lifetime, cfg.bastions.clone())),
-            ledger: ledger::LedgerHandle::new(),
+            ledger,
             vnet,
+            clusters,
             sessions: sessions::Sessions::default(),
             cancel,
             tracker,

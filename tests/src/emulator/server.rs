@@ -95,6 +95,9 @@ async fn route(shared: &Arc<Shared>, host: Host, req: Request<Incoming>) -> Resp
         (Main, &Method::GET, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
             arm::get(shared, req.uri(), req.headers())
         }
+        (Main, &Method::POST, [first, ..]) if first.eq_ignore_ascii_case("subscriptions") => {
+            arm::post(shared, req.uri(), req.headers())
+        }
         (Main | DataPod, &Method::POST, ["api", "tokens"]) => {
             dataplane::create_token(shared, host, req).await
         }

@@ -1,5 +1,6 @@
 //! The private VNet every bastion reaches: fixed IPs mapped to local services (echo,
-//! sink, source, refusing), plus anything a test adds with `map_target`.
+//! sink, source, refusing), the managed clusters' private endpoints and anything a
+//! test adds with `map_target`.
 
 use std::collections::HashMap;
 use std::io;
@@ -102,28 +103,44 @@ async fn serve(
 ) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
+    accept_loop(listener, tracker, cancel, move |stream| async move {
+        if let Err(e) = handle(service, stream).await {
+            tracing::debug!(?service, error = %e, "service connection ended");
+        }
+    });
+    Ok(addr)
+}
+
+/// Serves each connection `listener` accepts with `on_conn`, in a task of
+/// `tracker`, until `cancel` (which also ends the connections in flight).
+pub(crate) fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    on_conn: F,
+) where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let (t, c) = (tracker.clone(), cancel.clone());
     tracker.spawn(async move {
         loop {
-            let (stream, _) = tokio::select! {
+            let stream = tokio::select! {
                 _ = c.cancelled() => return,
                 accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => { tracing::warn!(?service, error = %e, "accept failed"); continue; }
+                    Ok((stream, _)) => stream,
+                    Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
                 },
             };
-            let c = c.clone();
+            let (c, conn) = (c.clone(), on_conn(stream));
             t.spawn(async move {
                 tokio::select! {
                     _ = c.cancelled() => {}
-                    r = handle(service, stream) => if let Err(e) = r {
-                        tracing::debug!(?service, error = %e, "service connection ended");
-                    },
+                    () = conn => {}
                 }
             });
         }
     });
-    Ok(addr)
 }
 
 async fn handle(service: Service, mut stream: TcpStream) -> io::Result<()> {
