@@ -284,10 +284,13 @@ async fn a_flood_of_connections_cannot_starve_the_rest() -> Result {
     const MAX_SESSIONS: u64 = 2;
     /// How long the slow target holds each connection before answering.
     const SLOW: Duration = Duration::from_millis(500);
-    /// A starved control plane answers in seconds or not at all; this bound
-    /// leaves room for starting `bastionctl` itself on two busy cores (CI saw
-    /// 208 ms once while 5000 connections were being opened).
-    const STATUS_WITHIN: Duration = Duration::from_secs(1);
+    /// `bastionctl status` (a process start included) answers this fast at
+    /// the median while the flood lasts...
+    const STATUS_WITHIN: Duration = Duration::from_millis(200);
+    /// ...and every time within this: a starved control plane answers in
+    /// seconds or not at all, while starting `bastionctl` itself on two busy
+    /// cores took 208 ms once in CI.
+    const STATUS_AT_WORST: Duration = Duration::from_secs(1);
     const STATUS_EVERY: Duration = Duration::from_millis(100);
     const MAX_RSS_GROWTH: u64 = 64 * MIB as u64;
     /// A turned-away connection ends at once (our FIN, the client's EOF),
@@ -348,23 +351,31 @@ async fn a_flood_of_connections_cannot_starve_the_rest() -> Result {
         anyhow::Ok(waited)
     };
     let watch = async {
-        let (mut slowest, mut rss_peak) = (Duration::ZERO, rss_before);
+        let (mut answers, mut rss_peak) = (Vec::new(), rss_before);
         while flooding.load(Ordering::Relaxed) {
             let asked = tokio::time::Instant::now();
             env.ctl_json(&["status", "--json"]).await?;
-            slowest = slowest.max(asked.elapsed());
+            answers.push(asked.elapsed());
             rss_peak = rss_peak.max(rss_bytes(daemon.pid())?);
             tokio::time::sleep(STATUS_EVERY).await;
         }
-        anyhow::Ok((slowest, rss_peak))
+        answers.sort();
+        anyhow::Ok((answers, rss_peak))
     };
-    let (waited, (slowest, rss_peak)) = tokio::try_join!(flood_done, watch)?;
+    let (waited, (answers, rss_peak)) = tokio::try_join!(flood_done, watch)?;
+    let median = answers.get(answers.len() / 2).copied().unwrap_or_default();
+    let slowest = answers.last().copied().unwrap_or_default();
     eprintln!(
-        "{waited} connections held; status answered within {slowest:?} at worst; RSS {} -> {} MiB at peak",
+        "{waited} connections held; {} status answers, median {median:?}, slowest {slowest:?}; RSS {} -> {} MiB at peak",
+        answers.len(),
         rss_before >> 20,
         rss_peak >> 20
     );
-    assert!(slowest < STATUS_WITHIN, "status took {slowest:?}");
+    assert!(
+        median < STATUS_WITHIN,
+        "status took {median:?} at the median"
+    );
+    assert!(slowest < STATUS_AT_WORST, "status took {slowest:?}");
     // Served, or waiting in line: the rest were turned away at once.
     assert!(
         waited <= MAX_HELD,
