@@ -160,13 +160,19 @@ fn a_silent_path_ends_its_tunnels_and_new_connections_go_through() -> Result {
     in_private_network(silent_path())
 }
 
-async fn silent_path() -> Result {
+/// A daemon with 1 s keepalive and a forward `name` to the echo, used once:
+/// warm connections and pooled ones exist, as on a laptop in use.
+async fn laptop_in_use(name: &str) -> anyhow::Result<(TestEnv, Daemon, u16)> {
     let env = TestEnv::start().await?;
     add_settings(&env, KEEPALIVE)?;
-    let _daemon = Daemon::start(&env).await?;
-    let port = env.add_forward(ECHO, &["--name", "laptop"]).await?;
-    // Warm connections and pooled ones exist, as on a laptop in use.
+    let daemon = Daemon::start(&env).await?;
+    let port = env.add_forward(ECHO, &["--name", name]).await?;
     echo_roundtrip(local(port), b"warm up").await?;
+    Ok((env, daemon, port))
+}
+
+async fn silent_path() -> Result {
+    let (env, _daemon, port) = laptop_in_use("laptop").await?;
     let emulator_port = emulator_port(&env)?;
 
     let (ready, echoing) = tokio::sync::oneshot::channel();
@@ -295,11 +301,7 @@ fn after_a_network_change_connections_do_not_wait_on_stale_ones() -> Result {
 }
 
 async fn network_change() -> Result {
-    let env = TestEnv::start().await?;
-    add_settings(&env, KEEPALIVE)?;
-    let daemon = Daemon::start(&env).await?;
-    let port = env.add_forward(ECHO, &["--name", "wifi"]).await?;
-    echo_roundtrip(local(port), b"on the old network").await?;
+    let (env, daemon, port) = laptop_in_use("wifi").await?;
 
     // The old network's connections go silent; the new one has an address.
     let silence = Silence::existing(emulator_port(&env)?).await?;

@@ -48,6 +48,14 @@ impl Descriptors {
         Ok(Descriptors(kinds))
     }
 
+    /// How many descriptors `pid` holds now, without telling them apart.
+    pub fn count(pid: u32) -> anyhow::Result<usize> {
+        let dir = format!("/proc/{pid}/fd");
+        Ok(std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {dir}"))?
+            .count())
+    }
+
     pub fn total(&self) -> usize {
         self.0.values().sum()
     }

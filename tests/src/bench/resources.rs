@@ -30,13 +30,22 @@ impl Process {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        Ok(self.rss_kib_and_threads()?.0)
+    }
+
+    /// Resident set size in KiB and thread count, from one read of
+    /// /proc/<pid>/status.
+    pub fn rss_kib_and_threads(&self) -> anyhow::Result<(u64, u64)> {
         let path = format!("/proc/{}/status", self.pid);
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS in {path}"))
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in {path}"))
+        };
+        Ok((field("VmRSS:")?, field("Threads:")?))
     }
 
     /// User plus system CPU time consumed so far.

@@ -167,14 +167,9 @@ async fn sample(world: &World) -> anyhow::Result<Sample> {
     world.settle().await?;
     let process = Process::new(world.daemon.pid());
     let status = world.env.ctl_json(&["status", "--json"]).await?;
-    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", world.daemon.pid()))?;
-    let threads = proc_status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .context("no Threads in /proc/PID/status")?;
+    let (rss_kib, threads) = process.rss_kib_and_threads()?;
     Ok(Sample {
-        rss_kib: process.rss_kib()?,
+        rss_kib,
         fds: Descriptors::of(world.daemon.pid())?,
         threads,
         tasks: status["tasks"]
@@ -191,7 +186,7 @@ async fn sample(world: &World) -> anyhow::Result<Sample> {
 async fn sample_once_idle(world: &World, start: &Sample) -> anyhow::Result<(Sample, Duration)> {
     let waiting = Instant::now();
     while waiting.elapsed() < IDLE_DRAIN_WITHIN
-        && Descriptors::of(world.daemon.pid())?.total() > start.fds.total()
+        && Descriptors::count(world.daemon.pid())? > start.fds.total()
     {
         tokio::time::sleep(IDLE_POLL).await;
     }
